@@ -68,7 +68,11 @@ pub enum ListenerEvent<'a> {
     Scanout(Pixels<'a>),
     /// Pixels for a rectangle of the surface; may reach beyond the current
     /// surface when QEMU resized it without a new scanout.
-    Update { x: u32, y: u32, pixels: Pixels<'a> },
+    Update {
+        x: u32,
+        y: u32,
+        pixels: Pixels<'a>,
+    },
     /// A new surface in shared memory.
     ScanoutMap(SharedMap),
     /// The shared memory changed within this rectangle.
@@ -136,13 +140,17 @@ impl ListenerOptions {
 type SharedHandler = Arc<Mutex<Box<dyn ListenerHandler>>>;
 
 fn deliver(handler: &SharedHandler, event: ListenerEvent<'_>) {
-    let mut handler = handler.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut handler = handler
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     handler.handle(event);
 }
 
 fn reject(handler: &SharedHandler, member: &'static str, why: InvalidInput) {
     tracing::warn!("dropping {member} from QEMU: {why}");
-    let mut handler = handler.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut handler = handler
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     handler.rejected(member, &why);
 }
 
@@ -234,7 +242,10 @@ impl Listener {
             }
         };
         let (release, done) = Release::new();
-        deliver(&self.handler, ListenerEvent::UpdateDmabuf { damage, release });
+        deliver(
+            &self.handler,
+            ListenerEvent::UpdateDmabuf { damage, release },
+        );
         if !done.wait_until(RELEASE_DEADLINE).await {
             tracing::warn!(
                 "frame not released within {} ms: answering UpdateDMABUF at the deadline",
@@ -361,8 +372,7 @@ impl ScanoutDmabuf2Listener {
         y0_top: bool,
     ) {
         let n = num_planes as usize;
-        let event = if n == 0 || n > 4 || dmabuf.len() < n || offset.len() < n || stride.len() < n
-        {
+        let event = if n == 0 || n > 4 || dmabuf.len() < n || offset.len() < n || stride.len() < n {
             Err(InvalidInput::Dmabuf(format!(
                 "{num_planes} planes with {} fds, {} offsets, {} strides",
                 dmabuf.len(),

@@ -64,10 +64,16 @@ impl ReleaseWait {
 
     /// Waits for the release for at most `deadline`; true if it came.
     pub async fn wait_until(self, deadline: Duration) -> bool {
-        futures_lite::future::or(async { self.released().await; true }, async {
-            async_io::Timer::after(deadline).await;
-            false
-        })
+        futures_lite::future::or(
+            async {
+                self.released().await;
+                true
+            },
+            async {
+                async_io::Timer::after(deadline).await;
+                false
+            },
+        )
         .await
     }
 }
@@ -84,7 +90,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             drop(release);
         });
-        assert!(futures_lite::future::block_on(wait.wait_until(Duration::from_secs(5))));
+        assert!(futures_lite::future::block_on(
+            wait.wait_until(Duration::from_secs(5))
+        ));
         t.join().unwrap();
     }
 
@@ -92,7 +100,9 @@ mod tests {
     fn the_deadline_answers_when_nothing_releases() {
         let (release, wait) = Release::new();
         let start = Instant::now();
-        assert!(!futures_lite::future::block_on(wait.wait_until(Duration::from_millis(50))));
+        assert!(!futures_lite::future::block_on(
+            wait.wait_until(Duration::from_millis(50))
+        ));
         assert!(start.elapsed() >= Duration::from_millis(50));
         drop(release);
     }

@@ -28,7 +28,12 @@ pub enum InvalidInput {
         stride: u32,
     },
     #[error("rectangle ({x},{y}) {width}x{height} is empty, negative or beyond the size cap")]
-    BadRect { x: i32, y: i32, width: i32, height: i32 },
+    BadRect {
+        x: i32,
+        y: i32,
+        width: i32,
+        height: i32,
+    },
     #[error("rectangle ({x},{y}) {width}x{height} lies outside the {surface_width}x{surface_height} surface")]
     RectOutsideSurface {
         x: u32,
@@ -38,6 +43,8 @@ pub enum InvalidInput {
         surface_width: u32,
         surface_height: u32,
     },
+    #[error("update in format {update:#010x} on a surface in {surface:#010x} (DRM fourccs)")]
+    FormatMismatch { update: u32, surface: u32 },
     #[error("update with no current scanout")]
     NoScanout,
     #[error("shared memory: {0}")]

@@ -119,7 +119,7 @@ ko=/lib/modules/$kver/updates/vkms.ko
 stamp=$ko.stamp
 want_stamp="$src_pkg=$kpkg_ver $VKMS_PATCH_ID"
 if [[ -f $ko && -f $stamp && $(<"$stamp") == "$want_stamp" ]]; then
-    step vkms "up to date ($ko)"
+    step vkms "up to date"
 else
     tarball=/usr/src/$src_pkg.tar.xz
     [[ -f $tarball ]] || { echo "lab-setup: $tarball missing" >&2; exit 1; }

@@ -1,0 +1,12 @@
+//! qemu-sink's pipeline: attaching to QEMU, the frame sources, the outputs,
+//! and the processes the demo and the tests start.
+
+pub mod attach;
+pub mod demo;
+pub mod output;
+pub mod qmp;
+pub mod signals;
+pub mod source;
+pub mod state;
+pub mod surface;
+pub mod vm;

@@ -1,1 +1,212 @@
-fn main(){}
+//! The `qemu-sink` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use dbus_interfaces::ListenerOptions;
+use sink::attach::{attach, list_vms_on_bus, AttachOptions, Control};
+use sink::output::headless::{run_capture, CaptureOptions, CaptureSummary, Stopped};
+use sink::source::dbus::DbusSource;
+use sink::state::Shared;
+
+/// A host display sink for QEMU's `-display dbus`.
+#[derive(Parser, Debug)]
+#[command(name = "qemu-sink", version, about)]
+struct Cli {
+    /// Log filter (tracing's env-filter syntax), e.g. `debug` or `sink=trace`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,zbus=warn",
+        env = "QEMU_SINK_LOG"
+    )]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List every QEMU on the bus: unique name, Name, UUID and consoles.
+    List {
+        /// D-Bus address of the bus (default: the session bus).
+        #[arg(long)]
+        bus: Option<String>,
+    },
+    /// Capture a console to PNG, rewritten each time the screen changes.
+    Capture(CaptureArgs),
+    /// Start a private dbus-daemon and a QEMU (SeaBIOS, no disk), capture its
+    /// screen to PNG, and stop them again.
+    Demo {
+        #[arg(long, default_value = "qemu-sink-demo.png")]
+        out: PathBuf,
+        /// How long to watch the VM (SeaBIOS reaches its last screen in about 3 s).
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AttachArgs {
+    /// D-Bus address of the bus QEMU is on (default: the session bus).
+    #[arg(long, conflicts_with = "qmp")]
+    bus: Option<String>,
+    /// QMP socket of a QEMU started with `-display dbus,p2p=on` (no bus).
+    #[arg(long)]
+    qmp: Option<PathBuf>,
+    /// Name or UUID of the VM, when several QEMUs share the bus.
+    #[arg(long, conflicts_with = "qmp")]
+    vm: Option<String>,
+    /// Console number.
+    #[arg(long, default_value_t = 0)]
+    console: u32,
+    /// Don't offer shared memory (Listener.Unix.Map): QEMU then copies every
+    /// update through the socket.
+    #[arg(long)]
+    no_map: bool,
+}
+
+impl AttachArgs {
+    fn options(&self) -> AttachOptions {
+        AttachOptions {
+            bus: self.bus.clone(),
+            qmp: self.qmp.clone(),
+            vm: self.vm.clone(),
+            console: self.console,
+            listener: ListenerOptions {
+                map: !self.no_map,
+                ..ListenerOptions::default()
+            },
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct CaptureArgs {
+    #[command(flatten)]
+    attach: AttachArgs,
+    /// The PNG to write (replaced atomically on every change).
+    #[arg(long)]
+    out: PathBuf,
+    /// Stop after this many surface updates.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Stop once the screen has been still for this many seconds.
+    #[arg(long)]
+    settle: Option<f64>,
+    /// Draw the guest's mouse cursor into the picture.
+    #[arg(long)]
+    cursor: bool,
+}
+
+fn seconds(value: Option<f64>, what: &str) -> anyhow::Result<Option<Duration>> {
+    value
+        .map(|s| Duration::try_from_secs_f64(s).with_context(|| format!("--{what} {s}")))
+        .transpose()
+}
+
+fn report(summary: &CaptureSummary, out: &std::path::Path) -> anyhow::Result<()> {
+    let Some((w, h)) = summary.size else {
+        bail!("no frame received from QEMU ({:?})", summary.stopped_by);
+    };
+    let why = match summary.stopped_by {
+        Stopped::Frames => "frame count reached".to_owned(),
+        Stopped::Timeout => "timeout".to_owned(),
+        Stopped::Settled => "screen settled".to_owned(),
+        Stopped::Signal(sig) => format!("signal {sig}"),
+        Stopped::Disconnected => "QEMU disconnected".to_owned(),
+    };
+    tracing::info!(
+        "wrote {} ({w}x{h}) {} times; {} updates, {} dropped; stopped: {why}",
+        out.display(),
+        summary.pngs_written,
+        summary.updates,
+        summary.rejected
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    sink::signals::block_stop_signals().context("blocking SIGINT/SIGTERM")?;
+    let shared = Arc::new(Shared::default());
+    sink::signals::forward_stop_signals(shared.clone());
+    match cli.command {
+        Command::List { bus } => {
+            let control = Control::connect(&AttachOptions {
+                bus,
+                ..AttachOptions::default()
+            });
+            let vms = match control {
+                Ok(control) => list_vms_on_bus(&control.connection)?,
+                Err(sink::attach::AttachError::NoVm) => Vec::new(),
+                Err(err) => return Err(err.into()),
+            };
+            if vms.is_empty() {
+                bail!("no QEMU with -display dbus on the bus");
+            }
+            for vm in vms {
+                println!(
+                    "{}\tname={:?}\tuuid={}",
+                    vm.unique_name.as_deref().unwrap_or("-"),
+                    vm.name,
+                    vm.uuid
+                );
+                for c in vm.consoles {
+                    println!(
+                        "  console {}\tlabel={:?}\ttype={}\tsize={}x{}",
+                        c.id, c.label, c.kind, c.width, c.height
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Capture(args) => {
+            let options = CaptureOptions {
+                out: args.out.clone(),
+                frames: args.frames,
+                timeout: seconds(args.timeout, "timeout")?,
+                settle: seconds(args.settle, "settle")?,
+                cursor: args.cursor,
+            };
+            let _attached = attach(
+                &args.attach.options(),
+                Box::new(DbusSource::new(shared.clone())),
+                &shared,
+            )?;
+            let summary = run_capture(&shared, &options)?;
+            report(&summary, &options.out)
+        }
+        Command::Demo { out, seconds: secs } => {
+            let duration = seconds(Some(secs), "seconds")?.unwrap_or_default();
+            let summary = sink::demo::run_demo(shared, out.clone(), duration)?;
+            report(&summary, &out)?;
+            println!("{}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("qemu-sink: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `qemu-sink demo`: the main job on an embedded default, for someone with no
+//! VM at hand. A private dbus-daemon and a QEMU (SeaBIOS, no disk) are
+//! started, attached to, captured for a few seconds, and stopped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::attach::{attach, wait_for_vm, AttachError, AttachOptions};
+use crate::output::headless::{run_capture, CaptureOptions, CaptureSummary};
+use crate::source::dbus::DbusSource;
+use crate::state::Shared;
+use crate::vm::{start_qemu, PrivateBus, ProcessError, QemuConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error("working directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub const DEMO_VM_NAME: &str = "qemu-sink-demo";
+
+/// Runs the demo for `duration`; every process it started is stopped when
+/// it returns (also on Ctrl-C, which ends the capture early).
+pub fn run_demo(
+    shared: Arc<Shared>,
+    out: PathBuf,
+    duration: Duration,
+) -> Result<CaptureSummary, DemoError> {
+    let dir = std::env::temp_dir().join(format!("qemu-sink-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        let bus = PrivateBus::start(&dir)?;
+        let mut config = QemuConfig::seabios(DEMO_VM_NAME, dir.join("qmp.sock"));
+        config.bus = Some(bus.plain_address.clone());
+        tracing::info!("starting {} on a private bus", crate::vm::qemu_binary());
+        let _qemu = start_qemu(&config)?;
+        let options = AttachOptions {
+            bus: Some(bus.address.clone()),
+            vm: Some(DEMO_VM_NAME.to_owned()),
+            ..AttachOptions::default()
+        };
+        let connection = zbus::blocking::connection::Builder::address(bus.address.as_str())
+            .and_then(|b| b.build())
+            .map_err(|source| AttachError::Dbus {
+                what: "connecting to the private bus".into(),
+                source: Box::new(source),
+            })?;
+        wait_for_vm(&connection, DEMO_VM_NAME, Duration::from_secs(30))?;
+        let _attached = attach(&options, Box::new(DbusSource::new(shared.clone())), &shared)?;
+        let summary = run_capture(
+            &shared,
+            &CaptureOptions {
+                out,
+                frames: None,
+                timeout: Some(duration),
+                settle: None,
+                cursor: false,
+            },
+        )?;
+        Ok(summary)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

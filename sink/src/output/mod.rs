@@ -1,0 +1,3 @@
+//! Outputs: where frames go. Headless capture now; KMS with its own issue.
+
+pub mod headless;

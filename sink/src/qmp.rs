@@ -1,0 +1,128 @@
+//! A small QMP client: enough to hand QEMU a D-Bus socket (`getfd` +
+//! `add_client`) and, for tests, to `stop` and `screendump`.
+
+use std::io::{BufRead, BufReader, IoSlice, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("QMP socket {path}: {source}")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QMP I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("QMP sent something that is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("QMP closed the connection")]
+    Closed,
+    #[error("QMP {command} failed: {message}")]
+    Command { command: String, message: String },
+}
+
+/// One QMP session, past the capabilities handshake.
+pub struct Qmp {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Qmp {
+    pub fn connect(path: &Path) -> Result<Qmp, QmpError> {
+        let stream = UnixStream::connect(path).map_err(|source| QmpError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        let mut qmp = Qmp { stream, reader };
+        qmp.read_message()?; // the greeting
+        qmp.execute("qmp_capabilities", json!({}))?;
+        Ok(qmp)
+    }
+
+    fn read_message(&mut self) -> Result<Value, QmpError> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(QmpError::Closed);
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    fn send(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), QmpError> {
+        let mut text = serde_json::to_vec(&json!({ "execute": command, "arguments": arguments }))?;
+        text.push(b'\n');
+        match fd {
+            None => self.stream.write_all(&text)?,
+            Some(fd) => {
+                // The fd rides on the command's first byte (QEMU takes it with the message).
+                let fds = [fd.as_raw_fd()];
+                let sent = sendmsg::<()>(
+                    self.stream.as_raw_fd(),
+                    &[IoSlice::new(&text)],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::empty(),
+                    None,
+                )
+                .map_err(std::io::Error::from)?;
+                self.stream.write_all(&text[sent..])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn response(&mut self, command: &str) -> Result<Value, QmpError> {
+        loop {
+            let message = self.read_message()?;
+            if let Some(ret) = message.get("return") {
+                return Ok(ret.clone());
+            }
+            if let Some(err) = message.get("error") {
+                return Err(QmpError::Command {
+                    command: command.to_owned(),
+                    message: err["desc"].as_str().unwrap_or("unknown error").to_owned(),
+                });
+            }
+            // An asynchronous event: not ours.
+        }
+    }
+
+    pub fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, QmpError> {
+        self.send(command, arguments, None)?;
+        self.response(command)
+    }
+
+    /// Runs `command` with `fd` passed alongside (as `getfd` needs).
+    pub fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Value, QmpError> {
+        self.send(command, arguments, Some(fd))?;
+        self.response(command)
+    }
+
+    /// Gives QEMU one end of a socket to serve `-display dbus,p2p=on` on.
+    pub fn add_dbus_client(&mut self, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        const NAME: &str = "qemu-sink-dbus";
+        self.execute_with_fd("getfd", json!({ "fdname": NAME }), fd)?;
+        self.execute(
+            "add_client",
+            json!({ "protocol": "@dbus-display", "fdname": NAME }),
+        )?;
+        Ok(())
+    }
+}

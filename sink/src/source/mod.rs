@@ -1,0 +1,3 @@
+//! Frame sources: QEMU's D-Bus display listener (vdmabuf later).
+
+pub mod dbus;
