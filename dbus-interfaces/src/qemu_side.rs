@@ -1,10 +1,13 @@
 //! QEMU's side of the listener connection, for test producers (a fake QEMU):
-//! proxies that call a sink's listener with QEMU's exact signatures.
+//! proxies that call a sink's listener with QEMU's exact signatures. zbus
+//! proxies need a destination; on the p2p socket it names nobody and is
+//! ignored, as QEMU's own (NULL-named) proxies leave it out.
 
 use zbus::proxy;
 
 #[proxy(
     interface = "org.qemu.Display1.Listener",
+    default_service = "org.qemu.Display1.Listener",
     default_path = "/org/qemu/Display1/Listener"
 )]
 pub trait Listener {
@@ -69,6 +72,7 @@ pub trait Listener {
 
 #[proxy(
     interface = "org.qemu.Display1.Listener.Unix.Map",
+    default_service = "org.qemu.Display1.Listener",
     default_path = "/org/qemu/Display1/Listener"
 )]
 pub trait MapListener {
@@ -88,6 +92,7 @@ pub trait MapListener {
 
 #[proxy(
     interface = "org.qemu.Display1.Listener.Unix.ScanoutDMABUF2",
+    default_service = "org.qemu.Display1.Listener",
     default_path = "/org/qemu/Display1/Listener"
 )]
 pub trait ScanoutDmabuf2Listener {
