@@ -115,3 +115,107 @@ pub trait ScanoutDmabuf2Listener {
         y0_top: bool,
     ) -> zbus::Result<()>;
 }
+
+/// QEMU's `org.qemu.Display1.VM` object, for a fake QEMU.
+#[derive(Debug, Clone)]
+pub struct VmServer {
+    pub name: String,
+    pub uuid: String,
+    pub console_ids: Vec<u32>,
+}
+
+#[zbus::interface(name = "org.qemu.Display1.VM")]
+impl VmServer {
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    #[zbus(property, name = "UUID")]
+    fn uuid(&self) -> String {
+        self.uuid.clone()
+    }
+
+    #[zbus(property, name = "ConsoleIDs")]
+    fn console_ids(&self) -> Vec<u32> {
+        self.console_ids.clone()
+    }
+
+    #[zbus(property)]
+    fn interfaces(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// QEMU's `org.qemu.Display1.Console` object, for a fake QEMU: each
+/// `RegisterListener` hands the listener's socket to `listeners`.
+#[derive(Debug)]
+pub struct ConsoleServer {
+    pub label: String,
+    pub width: u32,
+    pub height: u32,
+    pub listeners: std::sync::mpsc::Sender<std::os::fd::OwnedFd>,
+}
+
+#[zbus::interface(name = "org.qemu.Display1.Console")]
+impl ConsoleServer {
+    async fn register_listener(&self, listener: zbus::zvariant::OwnedFd) -> zbus::fdo::Result<()> {
+        self.listeners
+            .send(listener.into())
+            .map_err(|_| zbus::fdo::Error::Failed("the fake QEMU is gone".into()))
+    }
+
+    #[zbus(name = "SetUIInfo")]
+    #[allow(clippy::too_many_arguments)]
+    async fn set_ui_info(
+        &self,
+        _width_mm: u16,
+        _height_mm: u16,
+        _xoff: i32,
+        _yoff: i32,
+        _width: u32,
+        _height: u32,
+    ) -> zbus::fdo::Result<()> {
+        Err(zbus::fdo::Error::NotSupported(
+            "std VGA has no ui_info".into(),
+        ))
+    }
+
+    #[zbus(property)]
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    #[zbus(property)]
+    fn head(&self) -> u32 {
+        0
+    }
+
+    #[zbus(property, name = "Type")]
+    fn type_(&self) -> String {
+        "Graphic".into()
+    }
+
+    #[zbus(property)]
+    fn width(&self) -> u32 {
+        self.width
+    }
+
+    #[zbus(property)]
+    fn height(&self) -> u32 {
+        self.height
+    }
+
+    #[zbus(property)]
+    fn device_address(&self) -> String {
+        "pci/0000/02.0".into()
+    }
+
+    #[zbus(property)]
+    fn interfaces(&self) -> Vec<String> {
+        vec![
+            "org.qemu.Display1.Keyboard".into(),
+            "org.qemu.Display1.Mouse".into(),
+        ]
+    }
+}

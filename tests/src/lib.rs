@@ -14,6 +14,8 @@ use sink::vm::{start_qemu, Guard, PrivateBus, QemuConfig};
 
 pub use sink;
 
+pub mod fake_qemu;
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
 

@@ -1,0 +1,217 @@
+//! A fake QEMU for the DMA-BUF path and for floods: it serves
+//! `org.qemu.Display1` (VM and Console with `RegisterListener`) on a bus,
+//! plays QEMU's side of each p2p listener connection (the auth server, as
+//! QEMU is), and sends `ScanoutDMABUF`, `ScanoutDMABUF2` and `UpdateDMABUF`
+//! with QEMU's exact signatures, recording when each `UpdateDMABUF` was
+//! answered. Debian's QEMU 10.0 has no `ScanoutDMABUF2`: this is how the v2
+//! path is exercised. It never replaces the real QEMU in a test; it adds the
+//! messages a real one cannot be made to send.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use dbus_interfaces::qemu_side::{
+    ConsoleServer, ListenerProxyBlocking, MapListenerProxyBlocking,
+    ScanoutDmabuf2ListenerProxyBlocking, VmServer,
+};
+use dbus_interfaces::QEMU_BUS_NAME;
+use zbus::blocking::Connection;
+
+/// A fake QEMU on a bus, owning (or queued for) `org.qemu`.
+pub struct FakeQemu {
+    pub name: String,
+    _bus: Connection,
+    listeners: Receiver<OwnedFd>,
+}
+
+impl FakeQemu {
+    pub fn on_bus(
+        address: &str,
+        name: &str,
+        uuid: &str,
+        size: (u32, u32),
+    ) -> anyhow::Result<FakeQemu> {
+        let (tx, listeners) = channel();
+        let bus = zbus::blocking::connection::Builder::address(address)?
+            .serve_at(
+                "/org/qemu/Display1/VM",
+                VmServer {
+                    name: name.to_owned(),
+                    uuid: uuid.to_owned(),
+                    console_ids: vec![0],
+                },
+            )?
+            .serve_at(
+                "/org/qemu/Display1/Console_0",
+                ConsoleServer {
+                    label: "VGA".into(),
+                    width: size.0,
+                    height: size.1,
+                    listeners: tx,
+                },
+            )?
+            .build()
+            .context("connecting the fake QEMU to the bus")?;
+        // No flags, as QEMU (G_BUS_NAME_OWNER_FLAGS_NONE): queue behind any owner.
+        // (zbus's own request_name calls a queued place an error, and its
+        // default flags are all set: ask the daemon, with no flag.)
+        let mut no_flags =
+            zbus::fdo::RequestNameFlags::DoNotQueue | zbus::fdo::RequestNameFlags::DoNotQueue;
+        no_flags.remove(zbus::fdo::RequestNameFlags::DoNotQueue);
+        zbus::blocking::fdo::DBusProxy::new(&bus)?
+            .request_name(QEMU_BUS_NAME.try_into()?, no_flags)
+            .context("asking for org.qemu")?;
+        Ok(FakeQemu {
+            name: name.to_owned(),
+            _bus: bus,
+            listeners,
+        })
+    }
+
+    /// Waits for a sink's `RegisterListener` and completes the p2p handshake
+    /// on QEMU's side.
+    pub fn accept_listener(&self, timeout: Duration) -> anyhow::Result<FakeListener> {
+        let fd = self
+            .listeners
+            .recv_timeout(timeout)
+            .context("no RegisterListener from the sink")?;
+        FakeListener::serve(UnixStream::from(fd))
+    }
+}
+
+/// A DMA-BUF (or any fd, for hostile tests) with its layout, as QEMU sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferDesc {
+    pub width: u32,
+    pub height: u32,
+    pub stride: u32,
+    pub fourcc: u32,
+    pub modifier: u64,
+}
+
+/// One answered (or failed) `UpdateDMABUF`.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub sent: Instant,
+    pub answered: Instant,
+    pub ok: bool,
+}
+
+impl Answer {
+    pub fn latency(&self) -> Duration {
+        self.answered - self.sent
+    }
+}
+
+/// QEMU's side of one listener connection.
+pub struct FakeListener {
+    pub connection: Connection,
+    pub answers: Vec<Answer>,
+}
+
+impl FakeListener {
+    /// QEMU is the auth server on the listener socket.
+    pub fn serve(socket: UnixStream) -> anyhow::Result<FakeListener> {
+        let connection = zbus::blocking::connection::Builder::async_io_unix_stream(socket)
+            .server(zbus::Guid::generate())?
+            .p2p()
+            // QEMU waits 1 s for an UpdateDMABUF answer, then gives up.
+            .method_timeout(Duration::from_secs(1))
+            .build()
+            .context("p2p handshake as QEMU")?;
+        Ok(FakeListener {
+            connection,
+            answers: Vec::new(),
+        })
+    }
+
+    pub fn listener(&self) -> ListenerProxyBlocking<'_> {
+        ListenerProxyBlocking::builder(&self.connection)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .expect("a proxy on a p2p connection")
+    }
+
+    pub fn map_listener(&self) -> MapListenerProxyBlocking<'_> {
+        MapListenerProxyBlocking::builder(&self.connection)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .expect("a proxy on a p2p connection")
+    }
+
+    pub fn v2_listener(&self) -> ScanoutDmabuf2ListenerProxyBlocking<'_> {
+        ScanoutDmabuf2ListenerProxyBlocking::builder(&self.connection)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .expect("a proxy on a p2p connection")
+    }
+
+    /// The optional interfaces the sink offers (QEMU reads this once).
+    pub fn interfaces(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.listener().interfaces()?)
+    }
+
+    pub fn scanout_dmabuf(
+        &self,
+        fd: BorrowedFd<'_>,
+        desc: BufferDesc,
+        y0_top: bool,
+    ) -> anyhow::Result<()> {
+        self.listener().scanout_dmabuf(
+            fd.into(),
+            desc.width,
+            desc.height,
+            desc.stride,
+            desc.fourcc,
+            desc.modifier,
+            y0_top,
+        )?;
+        Ok(())
+    }
+
+    /// A single-plane `ScanoutDMABUF2` of the rectangle (`x`, `y`, `width`,
+    /// `height`) within a `desc`-sized backing buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scanout_dmabuf2(
+        &self,
+        fd: &impl AsFd,
+        desc: BufferDesc,
+        offset: u32,
+        rect: (u32, u32, u32, u32),
+        y0_top: bool,
+    ) -> anyhow::Result<()> {
+        let (x, y, width, height) = rect;
+        self.v2_listener().scanout_dmabuf2(
+            &[fd.as_fd().into()],
+            x,
+            y,
+            width,
+            height,
+            &[offset],
+            &[desc.stride],
+            1,
+            desc.fourcc,
+            desc.width,
+            desc.height,
+            desc.modifier,
+            y0_top,
+        )?;
+        Ok(())
+    }
+
+    /// Sends `UpdateDMABUF` and waits for the answer as QEMU does (1 s),
+    /// recording when it came.
+    pub fn update_dmabuf(&mut self, x: i32, y: i32, w: i32, h: i32) -> &Answer {
+        let sent = Instant::now();
+        let ok = self.listener().update_dmabuf(x, y, w, h).is_ok();
+        self.answers.push(Answer {
+            sent,
+            answered: Instant::now(),
+            ok,
+        });
+        self.answers.last().expect("just pushed")
+    }
+}
