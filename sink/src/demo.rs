@@ -19,7 +19,7 @@ pub enum DemoError {
     #[error(transparent)]
     Attach(#[from] AttachError),
     #[error(transparent)]
-    Capture(#[from] capture::CaptureError),
+    Capture(#[from] crate::output::headless::HeadlessError),
     #[error("working directory: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -57,11 +57,8 @@ pub fn run_demo(
         let summary = run_capture(
             &shared,
             &CaptureOptions {
-                out,
-                frames: None,
                 timeout: Some(duration),
-                settle: None,
-                cursor: false,
+                ..CaptureOptions::new(out)
             },
         )?;
         Ok(summary)

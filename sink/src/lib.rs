@@ -3,6 +3,8 @@
 
 pub mod attach;
 pub mod demo;
+pub mod dmabuf;
+pub mod frame;
 pub mod output;
 pub mod qmp;
 pub mod signals;

@@ -104,6 +104,24 @@ struct CaptureArgs {
     /// Draw the guest's mouse cursor into the picture.
     #[arg(long)]
     cursor: bool,
+    /// EGL device for DMA-BUF frames (gl=on): auto, software, surfaceless
+    /// or a DRM node such as /dev/dri/renderD128.
+    #[arg(long, default_value = "auto")]
+    render_device: gl_renderer::RenderDevice,
+    /// Compose DMA-BUF frames at this size (WxH), scaled with the aspect
+    /// ratio kept; default: the guest's own size, 1:1.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(u32, u32)>,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected WxH"))?;
+    let parse = |v: &str| v.parse::<u32>().map_err(|e| format!("{s:?}: {e}"));
+    let (w, h) = (parse(w)?, parse(h)?);
+    dbus_interfaces::validate::check_size(w, h).map_err(|e| e.to_string())?;
+    Ok((w, h))
 }
 
 fn seconds(value: Option<f64>, what: &str) -> anyhow::Result<Option<Duration>> {
@@ -174,6 +192,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout: seconds(args.timeout, "timeout")?,
                 settle: seconds(args.settle, "settle")?,
                 cursor: args.cursor,
+                render_device: args.render_device.clone(),
+                size: args.size,
             };
             let _attached = attach(
                 &args.attach.options(),

@@ -1,9 +1,12 @@
-//! What the D-Bus source and an output share: the surface, a change counter
-//! and why to stop, behind one lock with one condition variable.
+//! What the D-Bus source and an output share: the 2D surface, the queue of
+//! DMA-BUF events, a change counter and why to stop, behind one lock with
+//! one condition variable.
 
+use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::frame::DmabufEvent;
 use crate::surface::Surface;
 
 /// Why the sink is stopping.
@@ -23,6 +26,10 @@ pub struct SinkState {
     pub updates: u64,
     /// Messages dropped for bad input.
     pub rejected: u64,
+    /// DMA-BUF events the output has not taken yet, in order.
+    pub dmabuf: VecDeque<DmabufEvent>,
+    /// Frame ids for the timestamp records.
+    pub next_frame_id: u64,
     pub stop: Option<StopReason>,
 }
 

@@ -58,9 +58,9 @@ impl FakeQemu {
         // No flags, as QEMU (G_BUS_NAME_OWNER_FLAGS_NONE): queue behind any owner.
         // (zbus's own request_name calls a queued place an error, and its
         // default flags are all set: ask the daemon, with no flag.)
-        let mut no_flags =
-            zbus::fdo::RequestNameFlags::DoNotQueue | zbus::fdo::RequestNameFlags::DoNotQueue;
-        no_flags.remove(zbus::fdo::RequestNameFlags::DoNotQueue);
+        use zbus::fdo::RequestNameFlags::{AllowReplacement, DoNotQueue};
+        let mut no_flags = DoNotQueue | AllowReplacement;
+        no_flags.remove(no_flags);
         zbus::blocking::fdo::DBusProxy::new(&bus)?
             .request_name(QEMU_BUS_NAME.try_into()?, no_flags)
             .context("asking for org.qemu")?;

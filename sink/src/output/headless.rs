@@ -1,12 +1,16 @@
-//! Headless capture: the surface as PNG, rewritten each time it changes
-//! (coalesced: a burst of updates gives one file, of its end state) and once
-//! more when the sink stops.
+//! Headless capture: what the console shows, as PNG, rewritten each time the
+//! picture changes (coalesced: a burst of updates gives one file, of its end
+//! state) and once more when the sink stops. 2D surfaces are decoded on the
+//! CPU; DMA-BUF frames are composed by the GL renderer and read back.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use capture::{write_png_atomic, CaptureError, RgbaFrame};
+use gl_renderer::RenderDevice;
 
+use crate::output::gl_capture::{GlCapture, GlCaptureError};
 use crate::state::{Shared, StopReason};
 
 #[derive(Debug, Clone)]
@@ -16,10 +20,36 @@ pub struct CaptureOptions {
     pub frames: Option<u64>,
     /// Stop after this long.
     pub timeout: Option<Duration>,
-    /// Stop once the screen has not changed for this long (after a first frame).
+    /// Stop once the picture has not changed for this long (after a first frame).
     pub settle: Option<Duration>,
     /// Draw the guest's cursor.
     pub cursor: bool,
+    /// Where DMA-BUF frames are imported and composed.
+    pub render_device: RenderDevice,
+    /// The composed size of DMA-BUF frames; `None` for the guest's own, 1:1.
+    pub size: Option<(u32, u32)>,
+}
+
+impl CaptureOptions {
+    pub fn new(out: PathBuf) -> CaptureOptions {
+        CaptureOptions {
+            out,
+            frames: None,
+            timeout: None,
+            settle: None,
+            cursor: false,
+            render_device: RenderDevice::Auto,
+            size: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeadlessError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("DMA-BUF frames: {0}")]
+    Gl(#[from] GlCaptureError),
 }
 
 /// How a capture ended.
@@ -28,6 +58,7 @@ pub struct CaptureSummary {
     pub pngs_written: u64,
     pub updates: u64,
     pub rejected: u64,
+    /// The size of the last picture written.
     pub size: Option<(u32, u32)>,
     pub stopped_by: Stopped,
 }
@@ -41,17 +72,61 @@ pub enum Stopped {
     Disconnected,
 }
 
-/// Runs until `--frames`, `--timeout`, a signal or QEMU's disconnect.
+/// Which picture is current: the 2D surface or the last composed DMA-BUF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Showing {
+    Surface,
+    Dmabuf,
+}
+
+struct Writer<'a> {
+    options: &'a CaptureOptions,
+    fingerprint: Option<u64>,
+    last_change: Option<Instant>,
+    pngs_written: u64,
+    size: Option<(u32, u32)>,
+}
+
+impl Writer<'_> {
+    /// Writes `frame` unless it is the picture already written.
+    fn write(&mut self, frame: &RgbaFrame, force: bool) -> Result<(), CaptureError> {
+        let fingerprint = frame.fingerprint();
+        if !force && self.fingerprint == Some(fingerprint) {
+            return Ok(());
+        }
+        write_png_atomic(&self.options.out, frame)?;
+        self.fingerprint = Some(fingerprint);
+        self.last_change = Some(Instant::now());
+        self.pngs_written += 1;
+        self.size = Some((frame.width, frame.height));
+        tracing::debug!(
+            "wrote {} ({}x{})",
+            self.options.out.display(),
+            frame.width,
+            frame.height
+        );
+        Ok(())
+    }
+}
+
+/// Runs until `--frames`, `--timeout`, `--settle`, a signal or QEMU's disconnect.
 pub fn run_capture(
     shared: &Shared,
     options: &CaptureOptions,
-) -> Result<CaptureSummary, CaptureError> {
+) -> Result<CaptureSummary, HeadlessError> {
     let deadline = options.timeout.map(|t| Instant::now() + t);
     let mut frame = RgbaFrame::default();
-    let mut written_generation = 0;
-    let mut written_fingerprint = None;
-    let mut last_change: Option<Instant> = None;
-    let mut pngs_written = 0;
+    let mut gl = GlCapture::new(options.render_device.clone(), options.size);
+    let mut batch = VecDeque::new();
+    let mut seen_generation = 0;
+    let mut showing = Showing::Surface;
+    let mut writer = Writer {
+        options,
+        fingerprint: None,
+        last_change: None,
+        pngs_written: 0,
+        size: None,
+    };
     let stopped_by = loop {
         let mut state = shared.lock();
         let stopped = loop {
@@ -67,13 +142,13 @@ pub fn run_capture(
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break Some(Stopped::Timeout);
             }
-            if state.generation != written_generation {
+            if state.generation != seen_generation || !state.dmabuf.is_empty() {
                 break None;
             }
             let settled_at = options
                 .settle
-                .zip(last_change)
-                .map(|(settle, last)| last + settle);
+                .zip(writer.last_change)
+                .map(|(s, last)| last + s);
             if settled_at.is_some_and(|t| Instant::now() >= t) {
                 break Some(Stopped::Settled);
             }
@@ -83,43 +158,46 @@ pub fn run_capture(
             };
             state = shared.wait(state, wake);
         };
-        // Render under the lock (one pass over the pixels), encode outside it.
-        let generation = state.generation;
-        let have_frame =
-            generation != written_generation && state.surface.render(&mut frame, options.cursor);
+        std::mem::swap(&mut batch, &mut state.dmabuf);
+        // Render 2D under the lock (one pass over the pixels); DMA-BUFs and
+        // PNG encoding outside it.
+        let surface_changed = state.generation != seen_generation && batch.is_empty();
+        seen_generation = state.generation;
+        if surface_changed && state.surface.render(&mut frame, options.cursor) {
+            showing = Showing::Surface;
+        }
         drop(state);
-        written_generation = generation;
-        // Only a picture that differs from the last one written is a change.
-        if have_frame && written_fingerprint != Some(frame.fingerprint()) {
-            write_png_atomic(&options.out, &frame)?;
-            written_fingerprint = Some(frame.fingerprint());
-            last_change = Some(Instant::now());
-            pngs_written += 1;
-            tracing::debug!(
-                "wrote {} ({}x{})",
-                options.out.display(),
-                frame.width,
-                frame.height
-            );
+        if !batch.is_empty() && gl.handle(&mut batch)? {
+            showing = Showing::Dmabuf;
+        }
+        match showing {
+            Showing::Surface if frame.width > 0 => writer.write(&frame, false)?,
+            Showing::Dmabuf if gl.has_frame() => writer.write(gl.frame(), false)?,
+            _ => {}
         }
         if let Some(stopped) = stopped {
             break stopped;
         }
     };
     // Once more on the way out: the file holds the very last state.
-    let state = shared.lock();
-    let have_frame = state.surface.render(&mut frame, options.cursor);
+    let mut state = shared.lock();
+    std::mem::swap(&mut batch, &mut state.dmabuf);
+    let have_surface = state.surface.render(&mut frame, options.cursor);
+    let (updates, rejected) = (state.updates, state.rejected);
     drop(state);
-    if have_frame {
-        write_png_atomic(&options.out, &frame)?;
-        pngs_written += 1;
+    if !batch.is_empty() && gl.handle(&mut batch)? {
+        showing = Showing::Dmabuf;
     }
-    let state = shared.lock();
+    match showing {
+        Showing::Dmabuf if gl.has_frame() => writer.write(gl.frame(), true)?,
+        Showing::Surface if have_surface => writer.write(&frame, true)?,
+        _ => {}
+    }
     Ok(CaptureSummary {
-        pngs_written,
-        updates: state.updates,
-        rejected: state.rejected,
-        size: state.surface.size(),
+        pngs_written: writer.pngs_written,
+        updates,
+        rejected: rejected + gl.rejected,
+        size: writer.size,
         stopped_by,
     })
 }

@@ -1,3 +1,4 @@
 //! Outputs: where frames go. Headless capture now; KMS with its own issue.
 
+pub mod gl_capture;
 pub mod headless;

@@ -4,21 +4,19 @@ use std::sync::Arc;
 
 use dbus_interfaces::{InvalidInput, ListenerEvent, ListenerHandler};
 
+use crate::frame::{monotonic_now, DmabufEvent, FrameRecord};
 use crate::state::{Shared, SinkState};
 
 /// Feeds listener messages into the shared state, in order, on the D-Bus
-/// executor thread. 2D pixels are copied once, into the surface.
+/// executor thread. 2D pixels are copied once, into the surface; DMA-BUF
+/// events are queued for the output that owns the renderer.
 pub struct DbusSource {
     shared: Arc<Shared>,
-    warned_dmabuf: bool,
 }
 
 impl DbusSource {
     pub fn new(shared: Arc<Shared>) -> DbusSource {
-        DbusSource {
-            shared,
-            warned_dmabuf: false,
-        }
+        DbusSource { shared }
     }
 }
 
@@ -29,7 +27,7 @@ fn changed(state: &mut SinkState) {
 
 impl ListenerHandler for DbusSource {
     fn handle(&mut self, event: ListenerEvent<'_>) {
-        let warned_dmabuf = &mut self.warned_dmabuf;
+        let received = monotonic_now();
         self.shared.modify(|state| {
             let result: Result<(), (&str, InvalidInput)> = match event {
                 ListenerEvent::Scanout(pixels) => {
@@ -68,6 +66,7 @@ impl ListenerHandler for DbusSource {
                     .map_err(|e| ("UpdateMap", e)),
                 ListenerEvent::Disable => {
                     state.surface.disable();
+                    state.dmabuf.push_back(DmabufEvent::Disable);
                     changed(state);
                     Ok(())
                 }
@@ -81,14 +80,32 @@ impl ListenerHandler for DbusSource {
                     state.generation += 1;
                     Ok(())
                 }
-                ListenerEvent::ScanoutDmabuf(_) | ListenerEvent::UpdateDmabuf { .. } => {
-                    // Dropping the event closes its fds and answers UpdateDMABUF.
-                    if !std::mem::replace(warned_dmabuf, true) {
-                        tracing::warn!(
-                            "QEMU sends DMA-BUF frames (gl=on); this build captures only \
-                             2D surfaces: start QEMU with gl=off"
-                        );
-                    }
+                ListenerEvent::ScanoutDmabuf(scanout) => {
+                    tracing::info!(
+                        "scanout {}x{} {:?} as a DMA-BUF ({} plane(s), modifier {:#x})",
+                        scanout.width,
+                        scanout.height,
+                        scanout.fourcc,
+                        scanout.planes.len(),
+                        scanout.modifier
+                    );
+                    state.dmabuf.push_back(DmabufEvent::Scanout(scanout));
+                    state.generation += 1;
+                    Ok(())
+                }
+                ListenerEvent::UpdateDmabuf { damage, release } => {
+                    let record = FrameRecord {
+                        id: state.next_frame_id,
+                        received,
+                        ..FrameRecord::default()
+                    };
+                    state.next_frame_id += 1;
+                    state.dmabuf.push_back(DmabufEvent::Update {
+                        damage,
+                        release,
+                        record,
+                    });
+                    changed(state);
                     Ok(())
                 }
             };

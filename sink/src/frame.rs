@@ -1,0 +1,49 @@
+//! A frame's way through the sink, as data: the DMA-BUF events the source
+//! hands to an output, and one timestamp record per frame (CLOCK_MONOTONIC,
+//! the clock of the kernel's page-flip timestamps) that latency mode reads.
+
+use std::time::Duration;
+
+use dbus_interfaces::{DmabufScanout, Rect, Release};
+
+/// Now on CLOCK_MONOTONIC, as a duration since boot.
+pub fn monotonic_now() -> Duration {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there");
+    Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
+}
+
+/// When each stage of one frame happened (CLOCK_MONOTONIC).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameRecord {
+    pub id: u64,
+    /// The message (or vdmabuf event) was received.
+    pub received: Duration,
+    /// The buffer was imported or found in the cache.
+    pub imported: Option<Duration>,
+    /// The commit was submitted, or the composition done (fence signalled).
+    pub committed: Option<Duration>,
+    /// The page flip completed (the kernel's timestamp).
+    pub flipped: Option<Duration>,
+    /// The sink read the page-flip event.
+    pub event_read: Option<Duration>,
+    /// The release (the `UpdateDMABUF` answer) was let go.
+    pub released: Option<Duration>,
+    /// Replaced by a newer frame before it was shown.
+    pub skipped: bool,
+}
+
+/// DMA-BUF messages on their way to the output that owns the renderer.
+#[derive(Debug)]
+pub enum DmabufEvent {
+    /// A new scanout buffer (fds owned).
+    Scanout(DmabufScanout),
+    /// The guest rewrote the buffer; dropping `release` answers QEMU.
+    Update {
+        damage: Option<Rect>,
+        release: Release,
+        record: FrameRecord,
+    },
+    /// No scanout until the next one.
+    Disable,
+}

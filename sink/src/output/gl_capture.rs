@@ -1,0 +1,281 @@
+//! Headless DMA-BUF frames: each guest buffer imported once (cached by
+//! inode), composed into an output-sized target on the GPU (or Mesa's
+//! software device), released when the GPU's fence says it is done reading,
+//! and read back for the PNG.
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use capture::RgbaFrame;
+use dbus_interfaces::{DmabufScanout, InvalidInput};
+use gl_renderer::{
+    Composition, DmabufDesc, DmabufPlane, ImportedImage, RenderDevice, Renderer, Source, Target,
+};
+
+use crate::dmabuf::{check_scanout, exporter, BufferKey, MOD_INVALID, MOD_LINEAR};
+use crate::frame::{monotonic_now, DmabufEvent, FrameRecord};
+
+/// Imports kept per buffer: guests double- or triple-buffer; more is a leak.
+const CACHE_SIZE: usize = 4;
+
+/// A composed frame must be released before QEMU's 1 s deadline; the
+/// listener answers at 900 ms regardless. Wait for the GPU at most this long.
+const FENCE_WAIT: Duration = Duration::from_millis(800);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GlCaptureError {
+    #[error(transparent)]
+    Render(#[from] gl_renderer::RenderError),
+}
+
+struct CachedImport {
+    key: BufferKey,
+    image: ImportedImage,
+    /// The fds (EGL keeps its own references; these keep the buffer for a re-import).
+    _scanout: DmabufScanout,
+    last_used: u64,
+}
+
+/// The scanout being shown: which buffer, which rectangle, which way up.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    key: BufferKey,
+    rect: (u32, u32, u32, u32),
+    y0_top: bool,
+}
+
+/// The DMA-BUF side of a headless output.
+pub struct GlCapture {
+    device: RenderDevice,
+    /// `--size`: the composed output's size; `None` for the guest's own, 1:1.
+    size: Option<(u32, u32)>,
+    renderer: Option<Renderer>,
+    target: Option<Target>,
+    cache: Vec<CachedImport>,
+    current: Option<Current>,
+    uses: u64,
+    frame: RgbaFrame,
+    /// Finished frames, oldest first (latency mode reads them).
+    pub records: Vec<FrameRecord>,
+    pub rejected: u64,
+}
+
+impl GlCapture {
+    pub fn new(device: RenderDevice, size: Option<(u32, u32)>) -> GlCapture {
+        GlCapture {
+            device,
+            size,
+            renderer: None,
+            target: None,
+            cache: Vec::new(),
+            current: None,
+            uses: 0,
+            frame: RgbaFrame::default(),
+            records: Vec::new(),
+            rejected: 0,
+        }
+    }
+
+    /// The last composed picture.
+    pub fn frame(&self) -> &RgbaFrame {
+        &self.frame
+    }
+
+    pub fn has_frame(&self) -> bool {
+        self.current.is_some() && self.frame.width > 0
+    }
+
+    /// EGL comes up on the first DMA-BUF: a 2D-only capture never needs it.
+    fn renderer(&mut self) -> Result<&mut Renderer, GlCaptureError> {
+        if self.renderer.is_none() {
+            self.renderer = Some(Renderer::new(&self.device)?);
+        }
+        Ok(self.renderer.as_mut().expect("just created"))
+    }
+
+    /// Handles a batch of events in order. Updates that a later update in
+    /// the same batch replaces are released at once (newest wins); the last
+    /// one is composed. Returns true when a new picture was composed.
+    pub fn handle(
+        &mut self,
+        events: &mut std::collections::VecDeque<DmabufEvent>,
+    ) -> Result<bool, GlCaptureError> {
+        let last_update = events
+            .iter()
+            .rposition(|e| matches!(e, DmabufEvent::Update { .. }));
+        let mut composed = false;
+        for (i, event) in events.drain(..).enumerate() {
+            match event {
+                DmabufEvent::Scanout(scanout) => self.scanout(scanout)?,
+                DmabufEvent::Disable => {
+                    self.current = None;
+                    self.frame.reset(self.frame.width, self.frame.height);
+                }
+                DmabufEvent::Update {
+                    release,
+                    mut record,
+                    ..
+                } => {
+                    if Some(i) != last_update || self.current.is_none() {
+                        record.skipped = true;
+                        drop(release);
+                        record.released = Some(monotonic_now());
+                        self.records.push(record);
+                        continue;
+                    }
+                    composed |= self.compose(record, release)?;
+                }
+            }
+        }
+        Ok(composed)
+    }
+
+    fn scanout(&mut self, scanout: DmabufScanout) -> Result<(), GlCaptureError> {
+        let key = match check_scanout(&scanout) {
+            Ok(key) => key,
+            Err(why) => {
+                self.reject(why);
+                return Ok(());
+            }
+        };
+        let rect = (scanout.x, scanout.y, scanout.width, scanout.height);
+        let y0_top = scanout.y0_top;
+        self.uses += 1;
+        let uses = self.uses;
+        if let Some(hit) = self.cache.iter_mut().find(|c| c.key == key) {
+            // The same buffer re-sent with a new fd: keep the import.
+            hit.last_used = uses;
+        } else {
+            let image = match self.import(&scanout) {
+                Ok(image) => image,
+                Err(GlCaptureError::Render(gl_renderer::RenderError::Load(e))) => {
+                    return Err(GlCaptureError::Render(gl_renderer::RenderError::Load(e)))
+                }
+                Err(err) => {
+                    self.reject(InvalidInput::Dmabuf(format!("import failed: {err}")));
+                    return Ok(());
+                }
+            };
+            if self.cache.len() >= CACHE_SIZE {
+                let oldest = (0..self.cache.len())
+                    .min_by_key(|&i| self.cache[i].last_used)
+                    .expect("cache is full");
+                let evicted = self.cache.swap_remove(oldest);
+                self.renderer()?.release_image(evicted.image);
+            }
+            self.cache.push(CachedImport {
+                key,
+                image,
+                _scanout: scanout,
+                last_used: uses,
+            });
+        }
+        self.current = Some(Current { key, rect, y0_top });
+        Ok(())
+    }
+
+    fn import(&mut self, scanout: &DmabufScanout) -> Result<ImportedImage, GlCaptureError> {
+        // QEMU's udmabuf exports say "implicit" (INVALID) but are plain
+        // guest RAM: linear. Anything else implicit is imported as such.
+        let modifier = match scanout.modifier {
+            MOD_INVALID if exporter(scanout.planes[0].fd.as_fd()).as_deref() == Some("udmabuf") => {
+                Some(MOD_LINEAR)
+            }
+            MOD_INVALID => None,
+            m => Some(m),
+        };
+        let renderer = self.renderer()?;
+        if let Some(m) = modifier {
+            let listed = renderer.formats.modifiers(scanout.fourcc);
+            if renderer.formats.modifiers_supported && !listed.iter().any(|&(x, _)| x == m) {
+                return Err(gl_renderer::RenderError::Dmabuf(format!(
+                    "modifier {m:#x} is not importable for {:?}",
+                    scanout.fourcc
+                ))
+                .into());
+            }
+        }
+        let desc = DmabufDesc {
+            width: scanout.backing_width,
+            height: scanout.backing_height,
+            fourcc: scanout.fourcc,
+            modifier,
+            planes: scanout
+                .planes
+                .iter()
+                .map(|p| DmabufPlane {
+                    fd: p.fd.as_fd(),
+                    offset: p.offset,
+                    stride: p.stride,
+                })
+                .collect(),
+        };
+        Ok(renderer.import(&desc)?)
+    }
+
+    fn reject(&mut self, why: InvalidInput) {
+        tracing::warn!("dropping a DMA-BUF scanout from QEMU: {why}");
+        self.rejected += 1;
+    }
+
+    fn compose(
+        &mut self,
+        mut record: FrameRecord,
+        release: dbus_interfaces::Release,
+    ) -> Result<bool, GlCaptureError> {
+        let current = self.current.expect("checked by the caller");
+        let (_, _, w, h) = current.rect;
+        let (tw, th) = self.size.unwrap_or((w, h));
+        let renderer = self.renderer.as_mut().expect("a scanout created it");
+        if self
+            .target
+            .as_ref()
+            .is_none_or(|t| (t.width, t.height) != (tw, th))
+        {
+            if let Some(old) = self.target.take() {
+                renderer.destroy_target(old);
+            }
+            self.target = Some(renderer.create_target(tw, th)?);
+        }
+        let target = self.target.as_ref().expect("just made");
+        let cached = self
+            .cache
+            .iter()
+            .find(|c| c.key == current.key)
+            .expect("the current buffer is cached");
+        // The guest rewrote the pixels: re-bind before sampling.
+        renderer.rebind(&cached.image)?;
+        record.imported = Some(monotonic_now());
+        renderer.clear(target);
+        let how = Composition::fit(current.rect, (tw, th), current.y0_top);
+        renderer.draw(target, Source::Image(&cached.image), &how)?;
+        let fence = renderer.fence()?;
+        let waited = Instant::now();
+        if !fence.wait(FENCE_WAIT) {
+            tracing::warn!(
+                "the GPU did not finish within {FENCE_WAIT:?}: releasing the frame anyway"
+            );
+        }
+        record.committed = Some(monotonic_now());
+        // The GPU is done with the guest's buffer: QEMU may go on.
+        drop(release);
+        record.released = Some(monotonic_now());
+        tracing::trace!("composed in {:?}", waited.elapsed());
+        renderer.read(target, &mut self.frame)?;
+        self.records.push(record);
+        Ok(true)
+    }
+}
+
+impl Drop for GlCapture {
+    fn drop(&mut self) {
+        if let Some(renderer) = self.renderer.as_mut() {
+            for cached in self.cache.drain(..) {
+                renderer.release_image(cached.image);
+            }
+            if let Some(target) = self.target.take() {
+                renderer.destroy_target(target);
+            }
+        }
+    }
+}
