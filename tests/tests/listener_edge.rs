@@ -16,12 +16,26 @@ use dbus_interfaces::qemu_side::{
 };
 use dbus_interfaces::{listener_socketpair, serve_listener, ListenerOptions};
 use serde_bytes::Bytes;
+use sink::output::headless::{run_capture, CaptureOptions};
 use sink::source::dbus::DbusSource;
-use sink::state::Shared;
+use sink::state::{Shared, StopReason};
+use tests::TempDir;
 
 struct FakeQemu {
     connection: zbus::blocking::Connection,
     _sink: zbus::blocking::Connection,
+    output: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    _dir: TempDir,
+}
+
+impl Drop for FakeQemu {
+    fn drop(&mut self) {
+        self.shared.stop(StopReason::Signal(15));
+        if let Some(output) = self.output.take() {
+            let _ = output.join();
+        }
+    }
 }
 
 impl FakeQemu {
@@ -42,9 +56,20 @@ impl FakeQemu {
             ListenerOptions::default(),
         )
         .unwrap();
+        // The headless output: it takes the DMA-BUF events (and releases
+        // them) as `qemu-sink capture` does.
+        let dir = TempDir::new("edge");
+        let options = CaptureOptions::new(dir.path("edge.png"));
+        let output_shared = shared.clone();
+        let output = std::thread::spawn(move || {
+            run_capture(&output_shared, &options).unwrap();
+        });
         FakeQemu {
             connection: qemu.join().unwrap(),
             _sink: sink,
+            output: Some(output),
+            shared: shared.clone(),
+            _dir: dir,
         }
     }
 
