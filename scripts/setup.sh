@@ -15,7 +15,8 @@ ensure_backports
 apt_install_from bookworm-backports \
     qemu-system-x86 qemu-system-modules-opengl libgbm-dev libgbm1 libegl1 libgles2 \
     libegl-mesa0 mesa-libgallium libgl1-mesa-dri
-apt_install_from bookworm dbus-daemon pkg-config
+# jq: scripts/lab/test.sh reads cargo's JSON to find the test executables.
+apt_install_from bookworm dbus-daemon pkg-config jq
 
 if [[ "${QEMU_SINK_SKIP_LAB_SETUP:-0}" != 1 ]]; then
     "$here/lab/setup.sh"

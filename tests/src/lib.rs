@@ -14,7 +14,12 @@ use sink::vm::{start_qemu, Guard, PrivateBus, QemuConfig};
 
 pub use sink;
 
+pub mod dmabuf;
+pub mod drm_util;
+pub mod egl;
 pub mod fake_qemu;
+pub mod lab;
+pub mod udmabuf;
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);

@@ -1,0 +1,130 @@
+//! The DRM lab (`scripts/lab/`): the marker every lab test checks first, and
+//! a nested QEMU that renders with GL on a render node, which exists only
+//! there.
+//!
+//! Lab tests are `#[ignore = "needs the lab"]`, so a host `cargo test` lists
+//! them as ignored; `scripts/lab/test.sh` runs them all in one lab boot.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sink::vm::{qemu_binary, Guard};
+
+use crate::TempDir;
+
+/// The first call of every lab test: panics, saying how to run it, outside
+/// the lab (where there is no DRM, no udmabuf and no render node).
+pub fn require_lab() {
+    assert!(
+        crate::in_lab(),
+        "this test needs the lab: run it through scripts/lab/test.sh \
+         (or scripts/lab/run.sh CMD), which boots a VM with vkms, vgem and /dev/udmabuf"
+    );
+}
+
+/// A QEMU with `-display dbus,gl=on,rendernode=…` on a bus: QEMU draws the
+/// console into a GL texture and hands it to listeners as a DMA-BUF
+/// (`ScanoutDMABUF` / `UpdateDMABUF`). `sink::vm::start_qemu` always passes
+/// its own `-display dbus`, so the command line is built here.
+pub struct GlQemu {
+    pub name: String,
+    pub qmp_path: PathBuf,
+    stderr_path: PathBuf,
+    _qemu: Guard,
+}
+
+impl GlQemu {
+    /// Starts SeaBIOS with std VGA (no disk) and waits until it is on the
+    /// bus at `bus_address` (a plain `unix:path=` address: no commas).
+    pub fn on_bus(dir: &TempDir, name: &str, bus_address: &str, render_node: &Path) -> GlQemu {
+        let qmp_path = dir.path(&format!("{name}.qmp"));
+        let stderr_path = dir.path(&format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).expect("creating QEMU's stderr file");
+        let display = format!(
+            "dbus,gl=on,rendernode={},addr={bus_address}",
+            render_node.display()
+        );
+        let mut command = Command::new(qemu_binary());
+        command
+            .args(["-accel", "tcg", "-m", "128", "-nodefaults", "-vga", "std"])
+            .args(["-display", &display])
+            .args(["-name", name])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .args(["-serial", "none", "-monitor", "none", "-parallel", "none"])
+            // Mesa would otherwise try the render node's own driver (vgem has
+            // none that renders): llvmpipe does the work, vgem only allocates.
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let mut qemu = Guard::spawn("qemu (gl)", &mut command).expect("starting QEMU");
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::os::unix::net::UnixStream::connect(&qmp_path).is_err() {
+            assert!(
+                qemu.is_running(),
+                "QEMU exited at start-up; its stderr:\n{}",
+                read_tail(&stderr_path)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "QEMU's QMP socket did not appear in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let vm = GlQemu {
+            name: name.to_owned(),
+            qmp_path,
+            stderr_path,
+            _qemu: qemu,
+        };
+        let connection = zbus::blocking::connection::Builder::address(bus_address)
+            .and_then(|b| b.build())
+            .expect("connecting to the test bus");
+        if let Err(err) = sink::attach::wait_for_vm(&connection, name, Duration::from_secs(60)) {
+            panic!(
+                "QEMU did not appear on the bus: {err}; its stderr:\n{}",
+                vm.stderr()
+            );
+        }
+        vm
+    }
+
+    /// What QEMU wrote to stderr so far (the last 4 KiB), for failure messages.
+    pub fn stderr(&self) -> String {
+        read_tail(&self.stderr_path)
+    }
+}
+
+fn read_tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let start = text.len().saturating_sub(4096);
+    let start = (start..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    text[start..].to_owned()
+}
+
+/// A directory to keep a failed test's pictures in: `<target>/lab-failures/
+/// <what>`, beside the test executable, so that it outlives the lab VM
+/// (whose /tmp is thrown away) and the host can open it.
+pub fn failure_dir(what: &str) -> PathBuf {
+    let name: String = what
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    // target/<profile>/deps/<test executable> → target/lab-failures
+    let base = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("lab-failures")))
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(name);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}

@@ -1,0 +1,403 @@
+//! Lab smoke tests: the DRM, EGL and QEMU paths the sink builds on, each
+//! proven with real pixels inside the lab VM (`scripts/lab/test.sh`).
+//!
+//! Starts: vkms (scanout, page flips, writeback), Mesa's software EGL device
+//! (DMA-BUF import), and a nested QEMU with `-display dbus,gl=on` on a
+//! private dbus-daemon. Every test is `#[ignore = "needs the lab"]`: a host
+//! `cargo test` lists them as ignored.
+
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use capture::read_png;
+use dbus_interfaces::proxies::ConsoleProxyBlocking;
+use dbus_interfaces::{
+    listener_socketpair, serve_listener, DmabufScanout, ListenerEvent, ListenerHandler,
+    ListenerOptions,
+};
+use drm::buffer::DrmModifier;
+use drm::{Device as _, DriverCapability};
+use drm_fourcc::DrmFourcc;
+use serde_json::json;
+use sink::qmp::Qmp;
+use tests::dmabuf::{self, Layout};
+use tests::drm_util::{
+    find_writeback, render_node_by_driver, wait_page_flip, writeback, Card, DmabufFramebuffer,
+    Output,
+};
+use tests::egl::SoftwareEgl;
+use tests::lab::{self, require_lab, GlQemu};
+use tests::udmabuf::{self, assert_picture_eq, Udmabuf};
+use tests::{private_bus, TempDir};
+
+/// vkms signals the writeback out-fence 80–110 ms after the commit.
+const WRITEBACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// vkms flips at 60 Hz.
+const FLIP_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn monotonic_now() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC")
+        .into()
+}
+
+/// A udmabuf on the vkms primary plane (atomic modeset), a NONBLOCK flip to
+/// a second one with its page-flip event, a rewrite of the first in place
+/// and a flip back; after each, the writeback connector's capture equals
+/// the pattern exactly.
+#[test]
+#[ignore = "needs the lab"]
+fn vkms_scans_out_flips_and_writes_back_udmabufs() {
+    require_lab();
+    let card = Card::open_by_driver("vkms").expect("the vkms card");
+    card.enable_atomic(true)
+        .expect("atomic and writeback client caps");
+    assert_eq!(
+        card.get_driver_capability(DriverCapability::MonotonicTimestamp)
+            .expect("DRM_CAP_TIMESTAMP_MONOTONIC"),
+        1,
+        "flip timestamps must be CLOCK_MONOTONIC"
+    );
+    let output = Output::find(&card, "Virtual-").expect("a connected Virtual-* connector");
+    let wb = find_writeback(&card).expect("Writeback-1");
+    let (width, height) = output.size();
+    eprintln!(
+        "{}: {} {width}x{height}, CRTC {:?}, primary {:?}",
+        card.path().display(),
+        output.name,
+        output.crtc,
+        output.primary
+    );
+
+    let fourcc = DrmFourcc::Xrgb8888;
+    let mut front = Udmabuf::new(width, height, fourcc).expect("udmabuf A");
+    let mut back = Udmabuf::new(width, height, fourcc).expect("udmabuf B");
+    let mut capture = Udmabuf::new(width, height, fourcc).expect("writeback udmabuf");
+    front.fill(0).expect("frame 0");
+    back.fill(1).expect("frame 1");
+    // Both AddFB2 forms: with an explicit LINEAR modifier and without one.
+    let fb_front =
+        DmabufFramebuffer::new(&card, front.fd(), front.layout(), Some(DrmModifier::Linear))
+            .expect("importing udmabuf A as a framebuffer (LINEAR)");
+    let fb_back = DmabufFramebuffer::new(&card, back.fd(), back.layout(), None)
+        .expect("importing udmabuf B as a framebuffer (plain AddFB2)");
+    let fb_capture = DmabufFramebuffer::new(
+        &card,
+        capture.fd(),
+        capture.layout(),
+        Some(DrmModifier::Linear),
+    )
+    .expect("importing the writeback udmabuf as a framebuffer");
+
+    let mut shoot = |what: &str| {
+        // Junk first, so a writeback that writes nothing cannot pass.
+        capture.fill(99).expect("clearing the capture buffer");
+        let took = writeback(&card, wb, output.crtc, fb_capture.fb, WRITEBACK_TIMEOUT)
+            .unwrap_or_else(|err| panic!("writeback of {what}: {err}"));
+        eprintln!("writeback of {what}: out-fence after {took:?}");
+        capture.read().expect("reading the capture")
+    };
+
+    let t = Instant::now();
+    output
+        .modeset(&card, fb_front.fb)
+        .expect("atomic modeset with udmabuf A");
+    eprintln!("modeset: {:?}", t.elapsed());
+    assert_picture_eq("vkms frame 0", &shoot("frame 0"), &front.expected(0));
+
+    let flip_and_wait = |fb, what: &str| {
+        let t = Instant::now();
+        output
+            .flip(&card, fb)
+            .unwrap_or_else(|err| panic!("flip to {what}: {err}"));
+        let event = wait_page_flip(&card, FLIP_TIMEOUT)
+            .unwrap_or_else(|err| panic!("flip to {what}: {err}"));
+        let now = monotonic_now();
+        eprintln!(
+            "flip to {what}: event after {:?}, read {:?} after its timestamp (frame {})",
+            t.elapsed(),
+            now.saturating_sub(event.duration),
+            event.frame
+        );
+        assert_eq!(event.crtc, output.crtc, "the event names our CRTC");
+        assert!(
+            event.duration <= now && now - event.duration < FLIP_TIMEOUT,
+            "flip timestamp {:?} is not a recent CLOCK_MONOTONIC time (now {now:?})",
+            event.duration
+        );
+    };
+
+    flip_and_wait(fb_back.fb, "udmabuf B");
+    assert_picture_eq("vkms frame 1", &shoot("frame 1"), &back.expected(1));
+
+    // A producer rewrites a buffer between frames: the next flip shows it.
+    front.fill(2).expect("frame 2");
+    flip_and_wait(fb_front.fb, "udmabuf A, rewritten");
+    assert_picture_eq("vkms frame 2", &shoot("frame 2"), &front.expected(2));
+
+    drop((fb_front, fb_back, fb_capture));
+}
+
+/// udmabufs imported as EGLImages (explicit LINEAR modifier) on the software
+/// EGL device, bound to a texture, attached to a framebuffer and read back:
+/// a vkms-sized XRGB8888 frame, rewritten once, and every producer format
+/// at an odd size with a padded stride.
+#[test]
+#[ignore = "needs the lab"]
+fn software_egl_device_imports_udmabufs_exactly() {
+    require_lab();
+    let t = Instant::now();
+    let egl = SoftwareEgl::new().expect("EGL on the software device");
+    eprintln!(
+        "EGL up in {:?}: {} ({})",
+        t.elapsed(),
+        egl.renderer,
+        egl.version
+    );
+
+    let mut frame = Udmabuf::new(1024, 768, DrmFourcc::Xrgb8888).expect("udmabuf");
+    for n in 0..2 {
+        frame.fill(n).expect("filling");
+        let t = Instant::now();
+        let got = egl
+            .read_dmabuf(frame.fd(), frame.layout(), DrmModifier::Linear)
+            .expect("import and read back");
+        eprintln!(
+            "1024x768 XR24 frame {n}: imported and read in {:?}",
+            t.elapsed()
+        );
+        assert_picture_eq(
+            &format!("EGL 1024x768 XR24 frame {n}"),
+            &got,
+            &frame.expected(n),
+        );
+    }
+
+    for fourcc in udmabuf::FORMATS {
+        let (width, height) = (333, 77);
+        let stride = (width * udmabuf::bytes_per_pixel(fourcc) as u32).next_multiple_of(256) + 64;
+        let mut buffer = Udmabuf::with_stride(width, height, stride, fourcc).expect("udmabuf");
+        buffer.fill(5).expect("filling");
+        let got = egl
+            .read_dmabuf(buffer.fd(), buffer.layout(), DrmModifier::Linear)
+            .unwrap_or_else(|err| panic!("{fourcc:?}: {err:#}"));
+        assert_picture_eq(
+            &format!("EGL {width}x{height} {fourcc:?} stride {stride}"),
+            &got,
+            &buffer.expected(5),
+        );
+    }
+}
+
+/// What the listener saw, in order.
+enum Seen {
+    Scanout(DmabufScanout),
+    Update,
+    Other(String),
+}
+
+/// Hands listener events to the test thread and answers every
+/// `UpdateDMABUF` at once (dropping its release).
+struct Recorder(mpsc::Sender<Seen>);
+
+impl ListenerHandler for Recorder {
+    fn handle(&mut self, event: ListenerEvent<'_>) {
+        let seen = match event {
+            ListenerEvent::ScanoutDmabuf(scanout) => Seen::Scanout(scanout),
+            ListenerEvent::UpdateDmabuf { release, .. } => {
+                drop(release);
+                Seen::Update
+            }
+            other => Seen::Other(format!("{other:?}").chars().take(120).collect()),
+        };
+        let _ = self.0.send(seen);
+    }
+}
+
+/// Receives until `done` says so (returns that scanout) or `timeout`
+/// passes; counts the updates on the way.
+fn wait_for_scanout(
+    events: &mpsc::Receiver<Seen>,
+    timeout: Duration,
+    updates: &mut usize,
+    mut done: impl FnMut(&DmabufScanout) -> bool,
+) -> Option<DmabufScanout> {
+    let deadline = Instant::now() + timeout;
+    while let Ok(seen) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match seen {
+            Seen::Scanout(scanout) => {
+                eprintln!(
+                    "ScanoutDMABUF {}x{} stride {} {:?} modifier {:#x} y0_top {}",
+                    scanout.width,
+                    scanout.height,
+                    scanout.planes[0].stride,
+                    scanout.fourcc,
+                    scanout.modifier,
+                    scanout.y0_top
+                );
+                if done(&scanout) {
+                    return Some(scanout);
+                }
+            }
+            Seen::Update => *updates += 1,
+            Seen::Other(what) => eprintln!("listener: {what}"),
+        }
+    }
+    None
+}
+
+/// A nested QEMU with `-display dbus,gl=on` on the vgem render node sends
+/// its console as udmabuf DMA-BUFs (XBGR8888, linear) and keeps sending
+/// answered `UpdateDMABUF`s; the text screen in the DMA-BUF equals QEMU's
+/// own screendump.
+#[test]
+#[ignore = "needs the lab"]
+fn nested_qemu_gl_sends_udmabuf_scanouts() {
+    require_lab();
+    let dir = TempDir::new("lab-gl");
+    let bus = private_bus(&dir);
+    let render_node = render_node_by_driver("vgem").expect("the vgem render node");
+    let t = Instant::now();
+    let vm = GlQemu::on_bus(&dir, "lab-gl", &bus.plain_address, &render_node);
+    eprintln!(
+        "QEMU (gl=on, {}) on the bus after {:?}",
+        render_node.display(),
+        t.elapsed()
+    );
+
+    let connection = zbus::blocking::connection::Builder::address(bus.address.as_str())
+        .and_then(|b| b.build())
+        .expect("connecting to the test bus");
+    let console = ConsoleProxyBlocking::new(&connection).expect("console 0");
+    let (ours, theirs) = listener_socketpair().expect("socketpair");
+    console
+        .register_listener(theirs.as_fd().into())
+        .expect("RegisterListener");
+    drop(theirs);
+    let (sender, events) = mpsc::channel();
+    let _listener = serve_listener(ours, Box::new(Recorder(sender)), ListenerOptions::default())
+        .expect("serving the listener");
+    let registered = Instant::now();
+
+    let mut updates = 0;
+    let first = wait_for_scanout(&events, Duration::from_secs(60), &mut updates, |_| true)
+        .unwrap_or_else(|| panic!("no ScanoutDMABUF within 60 s; QEMU:\n{}", vm.stderr()));
+    eprintln!(
+        "first ScanoutDMABUF {:?} after RegisterListener",
+        registered.elapsed()
+    );
+    let plane = &first.planes[0];
+    assert_eq!(first.planes.len(), 1);
+    assert_eq!(
+        dmabuf::exporter(plane.fd.as_fd())
+            .expect("fdinfo")
+            .as_deref(),
+        Some("udmabuf"),
+        "QEMU's buffer comes from udmabuf (llvmpipe's export)"
+    );
+    assert!(
+        [(640, 480), (720, 400)].contains(&(first.width, first.height)),
+        "a VGA size, not {}x{}",
+        first.width,
+        first.height
+    );
+    assert_eq!(
+        first.fourcc,
+        DrmFourcc::Xbgr8888,
+        "QEMU 10 on llvmpipe exports XB24"
+    );
+    assert_eq!(first.modifier, u64::from(DrmModifier::Linear));
+    assert!(plane.stride >= first.width * 4);
+
+    // UpdateDMABUFs keep coming while each is answered. Count over a whole
+    // window without a new scanout (the 640x480 → 720x400 switch restarts it).
+    let window = Duration::from_secs(3);
+    let mut latest = first;
+    let (count, took) = loop {
+        let (before, start) = (updates, Instant::now());
+        match wait_for_scanout(&events, window, &mut updates, |_| true) {
+            Some(newer) => latest = newer,
+            None => break (updates - before, start.elapsed()),
+        }
+    };
+    eprintln!(
+        "{count} UpdateDMABUF in {took:.1?} ({:.1}/s)",
+        count as f64 / took.as_secs_f64()
+    );
+    assert!(count >= 5, "UpdateDMABUFs stopped: {count} in {took:?}");
+
+    // The pixels: wait for SeaBIOS's text screen, let it print its last line
+    // ("No bootable device"), freeze it (pause, VGA cursor off), and compare
+    // the DMA-BUF with QEMU's screendump.
+    if (latest.width, latest.height) != (720, 400) {
+        latest = wait_for_scanout(&events, Duration::from_secs(60), &mut updates, |s| {
+            (s.width, s.height) == (720, 400)
+        })
+        .expect("the 720x400 text screen");
+    }
+    wait_for_scanout(&events, Duration::from_secs(3), &mut updates, |_| false);
+    let mut qmp = Qmp::connect(&vm.qmp_path).expect("QMP");
+    qmp.execute("stop", json!({})).expect("QMP stop");
+    for command in ["o /b 0x3d4 0x0a", "o /b 0x3d5 0x20"] {
+        qmp.execute("human-monitor-command", json!({ "command-line": command }))
+            .expect("HMP o");
+    }
+    // Let the redraw without the cursor reach the texture.
+    let newer = wait_for_scanout(&events, Duration::from_secs(1), &mut updates, |_| true);
+    assert!(newer.is_none(), "the screen resized while frozen");
+    let png = dir.path("screendump.png");
+    qmp.execute(
+        "screendump",
+        json!({ "filename": png.to_str().expect("utf-8 path"), "format": "png" }),
+    )
+    .expect("QMP screendump");
+    let truth = read_png(&png).expect("reading the screendump");
+    let layout = Layout {
+        width: latest.width,
+        height: latest.height,
+        stride: latest.planes[0].stride,
+        offset: latest.planes[0].offset,
+        fourcc: latest.fourcc,
+    };
+    let picture =
+        dmabuf::read_picture(latest.planes[0].fd.as_fd(), layout).expect("mapping the DMA-BUF");
+    let mut flipped = picture.clone();
+    let row = picture.width as usize * 4;
+    for (dst, src) in flipped
+        .pixels
+        .chunks_exact_mut(row)
+        .zip(picture.pixels.chunks_exact(row).rev())
+    {
+        dst.copy_from_slice(src);
+    }
+    let straight = capture::compare_rgb(&picture, &truth, 0);
+    let upside_down = capture::compare_rgb(&flipped, &truth, 0);
+    eprintln!(
+        "y0_top {}: as stored {}, flipped {}",
+        latest.y0_top,
+        straight
+            .as_ref()
+            .map_or_else(|d| d.to_string(), |_| "equal".into()),
+        upside_down
+            .as_ref()
+            .map_or_else(|d| d.to_string(), |_| "equal".into()),
+    );
+    // y0_top = true would mean memory row 0 is the bottom (GL-rendered);
+    // QEMU's console textures say false and hold the top row first.
+    let (orientation, result) = if latest.y0_top {
+        ("flipped (y0_top)", upside_down)
+    } else {
+        ("as stored (!y0_top)", straight)
+    };
+    if let Err(diff) = result {
+        let keep = lab::failure_dir("nested QEMU gl");
+        let _ = capture::write_png_atomic(&keep.join("dmabuf.png"), &picture);
+        let _ = capture::write_png_atomic(&keep.join("screendump.png"), &truth);
+        panic!(
+            "QEMU's DMA-BUF read {orientation} differs from its screendump: {diff} \
+             (both kept in {})",
+            keep.display()
+        );
+    }
+}
