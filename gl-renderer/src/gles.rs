@@ -546,6 +546,8 @@ impl Renderer {
                 clip(dy as f32 + dh as f32, th),
             );
             gl.uniform_4_f32(program.src.as_ref(), s0, t0, s1, t1);
+            // A screen is opaque: alpha only weighs a blended overlay (the cursor).
+            let opaque = opaque || !how.blend;
             gl.uniform_1_f32(program.opaque.as_ref(), if opaque { 1.0 } else { 0.0 });
             gl.active_texture(glow::TEXTURE0);
             gl.bind_texture(tex_target, Some(tex));

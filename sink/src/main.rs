@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use dbus_interfaces::ListenerOptions;
 use sink::attach::{attach, list_vms_on_bus, AttachOptions, Control};
-use sink::output::headless::{run_capture, CaptureOptions, CaptureSummary, Stopped};
+use sink::output::gl_capture::GlCapture;
+use sink::output::headless::{run_capture_with, CaptureOptions, CaptureSummary, Stopped};
 use sink::source::dbus::DbusSource;
 use sink::state::Shared;
 
@@ -195,12 +196,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 render_device: args.render_device.clone(),
                 size: args.size,
             };
+            let mut gl = GlCapture::new(options.render_device.clone(), options.size);
+            gl.warm_up();
             let _attached = attach(
                 &args.attach.options(),
                 Box::new(DbusSource::new(shared.clone())),
                 &shared,
             )?;
-            let summary = run_capture(&shared, &options)?;
+            let summary = run_capture_with(&shared, &options, gl)?;
             report(&summary, &options.out)
         }
         Command::Demo { out, seconds: secs } => {

@@ -85,7 +85,22 @@ impl GlCapture {
         self.current.is_some() && self.frame.width > 0
     }
 
-    /// EGL comes up on the first DMA-BUF: a 2D-only capture never needs it.
+    /// Brings EGL up now, before QEMU is attached: a cold start takes
+    /// seconds (Mesa's LLVM under TCG), and a frame waiting for it would be
+    /// answered by QEMU's deadline instead of its own release. Failure is
+    /// not fatal: 2D capture needs no EGL; a DMA-BUF then says why.
+    pub fn warm_up(&mut self) {
+        let started = Instant::now();
+        match self
+            .renderer()
+            .and_then(|r| first_draw(r).map_err(Into::into))
+        {
+            Ok(()) => tracing::debug!("GL renderer up in {:?}", started.elapsed()),
+            Err(err) => tracing::info!("no GL renderer for DMA-BUF frames: {err}"),
+        }
+    }
+
+    /// EGL comes up on first use (or [`GlCapture::warm_up`]).
     fn renderer(&mut self) -> Result<&mut Renderer, GlCaptureError> {
         if self.renderer.is_none() {
             self.renderer = Some(Renderer::new(&self.device)?);
@@ -265,6 +280,24 @@ impl GlCapture {
         self.records.push(record);
         Ok(true)
     }
+}
+
+/// Draws once, so that shader compilation (seconds for llvmpipe under
+/// emulation) happens before the first guest frame waits on it.
+fn first_draw(renderer: &mut Renderer) -> Result<(), gl_renderer::RenderError> {
+    let texture = renderer.upload(drm_fourcc::DrmFourcc::Xbgr8888, 2, 2, 8, &[0; 16])?;
+    let target = renderer.create_target(4, 4)?;
+    let result = renderer
+        .draw(
+            &target,
+            Source::Texture(&texture),
+            &Composition::fit((0, 0, 2, 2), (4, 4), false),
+        )
+        .and_then(|()| renderer.fence())
+        .map(|fence| fence.wait(Duration::from_secs(30)));
+    renderer.destroy_texture(texture);
+    renderer.destroy_target(target);
+    result.map(drop)
 }
 
 impl Drop for GlCapture {

@@ -72,6 +72,15 @@ pub enum Stopped {
     Disconnected,
 }
 
+/// [`run_capture_with`] with a renderer that comes up on the first DMA-BUF.
+pub fn run_capture(
+    shared: &Shared,
+    options: &CaptureOptions,
+) -> Result<CaptureSummary, HeadlessError> {
+    let gl = GlCapture::new(options.render_device.clone(), options.size);
+    run_capture_with(shared, options, gl)
+}
+
 /// Which picture is current: the 2D surface or the last composed DMA-BUF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Showing {
@@ -109,14 +118,15 @@ impl Writer<'_> {
     }
 }
 
-/// Runs until `--frames`, `--timeout`, `--settle`, a signal or QEMU's disconnect.
-pub fn run_capture(
+/// Runs until `--frames`, `--timeout`, `--settle`, a signal or QEMU's
+/// disconnect, with DMA-BUF frames composed by `gl`.
+pub fn run_capture_with(
     shared: &Shared,
     options: &CaptureOptions,
+    mut gl: GlCapture,
 ) -> Result<CaptureSummary, HeadlessError> {
     let deadline = options.timeout.map(|t| Instant::now() + t);
     let mut frame = RgbaFrame::default();
-    let mut gl = GlCapture::new(options.render_device.clone(), options.size);
     let mut batch = VecDeque::new();
     let mut seen_generation = 0;
     let mut showing = Showing::Surface;

@@ -1,0 +1,325 @@
+//! DMA-BUF frames through `qemu-sink capture` in the lab: a real nested QEMU
+//! with `-display dbus,gl=on` compared pixel for pixel with its screendump,
+//! and the fake QEMU sending udmabufs the real one cannot (ScanoutDMABUF2
+//! sub-rectangles, bottom-up buffers, other formats, hostile buffers),
+//! with release-after-read checked by rewriting a buffer the moment its
+//! `UpdateDMABUF` is answered.
+//!
+//! Starts: dbus-daemon, a nested qemu-system-x86_64 (gl=on on vgem), the
+//! qemu-sink binary, the fake QEMU; udmabufs. Every test needs the lab.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use capture::{read_png, RgbaFrame};
+use drm_fourcc::DrmFourcc;
+use serde_json::json;
+use sink::qmp::Qmp;
+use tests::drm_util::render_node_by_driver;
+use tests::fake_qemu::{BufferDesc, FakeQemu};
+use tests::lab::{require_lab, GlQemu};
+use tests::udmabuf::{assert_picture_eq, Udmabuf};
+use tests::*;
+
+/// `qemu-sink capture` in the background, killed if the test fails.
+struct Sink(Option<Child>);
+
+impl Sink {
+    fn capture(out: &std::path::Path, bus: &str, vm: &str, extra: &[&str]) -> Sink {
+        let mut args = vec![
+            "capture",
+            "--out",
+            out.to_str().unwrap(),
+            "--bus",
+            bus,
+            "--vm",
+            vm,
+        ];
+        args.extend_from_slice(extra);
+        let mut command = sink_command(&args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Sink(Some(command.spawn().expect("starting qemu-sink")))
+    }
+
+    fn stop(mut self) -> String {
+        let child = self.0.take().unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let output = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "qemu-sink failed: {log}");
+        log
+    }
+
+    fn wait(mut self, timeout: Duration) -> String {
+        let mut child = self.0.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "qemu-sink ran past {timeout:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "qemu-sink failed: {log}");
+        log
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn crop(frame: &RgbaFrame, (x, y, w, h): (u32, u32, u32, u32)) -> RgbaFrame {
+    let mut out = RgbaFrame::default();
+    out.reset(w, h);
+    for row in 0..h {
+        let src = (((y + row) * frame.width + x) * 4) as usize;
+        out.row_mut(row)
+            .copy_from_slice(&frame.pixels[src..src + (w * 4) as usize]);
+    }
+    out
+}
+
+fn flipped(frame: &RgbaFrame) -> RgbaFrame {
+    let mut out = frame.clone();
+    for row in 0..frame.height {
+        let src = ((frame.height - 1 - row) * frame.width * 4) as usize;
+        out.row_mut(row)
+            .copy_from_slice(&frame.pixels[src..src + (frame.width * 4) as usize]);
+    }
+    out
+}
+
+/// Composition output is opaque: compare RGB and expect alpha 255.
+fn opaque(frame: &RgbaFrame) -> RgbaFrame {
+    let mut out = frame.clone();
+    for px in out.pixels.chunks_exact_mut(4) {
+        px[3] = 255;
+    }
+    out
+}
+
+/// Waits until `path` holds exactly `want` (the sink rewrites it on change).
+fn wait_for_picture(what: &str, path: &std::path::Path, want: &RgbaFrame, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(got) = read_png(path) {
+            if got == *want {
+                return;
+            }
+            if Instant::now() > deadline {
+                assert_picture_eq(what, &got, want);
+            }
+        } else if Instant::now() > deadline {
+            panic!("{what}: {} never appeared", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs the lab"]
+fn capture_of_a_gl_on_qemu_equals_its_screendump() {
+    require_lab();
+    let dir = TempDir::new("lab-capture-gl");
+    let bus = private_bus(&dir);
+    let render_node = render_node_by_driver("vgem").expect("the vgem render node");
+    let vm = GlQemu::on_bus(&dir, "gl-capture", &bus.plain_address, &render_node);
+    let out = dir.path("gl.png");
+    let sink = Sink::capture(
+        &out,
+        &bus.address,
+        "gl-capture",
+        &["--settle", "3", "--timeout", "150"],
+    );
+    wait_for_png(&out, TEXT_MODE_SIZE, Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e}; QEMU:\n{}", vm.stderr()));
+    // SeaBIOS prints its last line within a second or two of text mode;
+    // then freeze the screen (pause, VGA text cursor off).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut qmp = Qmp::connect(&vm.qmp_path).expect("QMP");
+    qmp.execute("stop", json!({})).unwrap();
+    for command in ["o /b 0x3d4 0x0a", "o /b 0x3d5 0x20"] {
+        qmp.execute("human-monitor-command", json!({ "command-line": command }))
+            .unwrap();
+    }
+    let log = sink.wait(Duration::from_secs(150));
+    let truth_path = dir.path("screendump.png");
+    qmp.execute(
+        "screendump",
+        json!({ "filename": truth_path.to_str().unwrap(), "format": "png" }),
+    )
+    .unwrap();
+    let truth = read_png(&truth_path).unwrap();
+    let picture = read_png(&out).unwrap();
+    assert_same_picture("gl-on capture", &picture, &truth);
+    assert!(
+        log.contains("720x400 DrmFourcc(XB24) as a DMA-BUF"),
+        "{log}"
+    );
+    // auto must not land on kms_swrast (vgem, virtio-gpu without 3D): the
+    // software device is the one that imports exactly.
+    assert!(
+        log.contains("no GPU found: rendering on Mesa's software device"),
+        "{log}"
+    );
+    // Under emulation a frame can take longer than QEMU's deadline; the
+    // listener then answers by itself. Say how often, don't time-test it.
+    eprintln!(
+        "{} of the frames were answered at the deadline",
+        log.matches("at the deadline").count()
+    );
+}
+
+fn xrgb(width: u32, height: u32) -> BufferDesc {
+    BufferDesc {
+        width,
+        height,
+        stride: width * 4,
+        fourcc: DrmFourcc::Xrgb8888 as u32,
+        modifier: 0,
+    }
+}
+
+#[test]
+#[ignore = "needs the lab"]
+fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
+    require_lab();
+    let dir = TempDir::new("lab-fake-dmabuf");
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::on_bus(
+        &bus.address,
+        "fake-gl",
+        "00000000-0000-4000-8000-00000000f00d",
+        (64, 48),
+    )
+    .unwrap();
+    let out = dir.path("fake.png");
+    let sink = Sink::capture(
+        &out,
+        &bus.address,
+        "fake-gl",
+        &["--render-device", "software"],
+    );
+    let mut listener = fake.accept_listener(Duration::from_secs(30)).unwrap();
+    let timeout = Duration::from_secs(60);
+
+    // v1, XRGB8888, 1:1.
+    let mut buffer = Udmabuf::new(64, 48, DrmFourcc::Xrgb8888).unwrap();
+    listener
+        .scanout_dmabuf(buffer.fd(), xrgb(64, 48), false)
+        .unwrap();
+    let answer = listener.update_dmabuf(0, 0, 64, 48).clone();
+    assert!(answer.ok, "{answer:?}");
+    // Release after read: rewrite the buffer the moment QEMU would be let
+    // go. The picture must still be frame 0, whole.
+    buffer.fill(1).unwrap();
+    wait_for_picture("v1 frame 0", &out, &opaque(&buffer.expected(0)), timeout);
+    // The next update shows frame 1.
+    assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
+    wait_for_picture("v1 frame 1", &out, &opaque(&buffer.expected(1)), timeout);
+
+    // ScanoutDMABUF2: a sub-rectangle of a bigger backing buffer.
+    let big = Udmabuf::new(96, 64, DrmFourcc::Xrgb8888).unwrap();
+    listener
+        .scanout_dmabuf2(&big.fd(), xrgb(96, 64), 0, (16, 8, 40, 30), false)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 40, 30).ok);
+    wait_for_picture(
+        "v2 sub-rectangle",
+        &out,
+        &opaque(&crop(&big.expected(0), (16, 8, 40, 30))),
+        timeout,
+    );
+
+    // y0_top: a bottom-up buffer shows upside down from memory.
+    listener
+        .scanout_dmabuf(big.fd(), xrgb(96, 64), true)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 96, 64).ok);
+    wait_for_picture("y0_top", &out, &opaque(&flipped(&big.expected(0))), timeout);
+
+    // Other formats, with a padded stride.
+    for fourcc in [DrmFourcc::Xbgr8888, DrmFourcc::Argb8888, DrmFourcc::Rgb565] {
+        let bpp = capture::bytes_per_pixel(fourcc).unwrap() as u32;
+        let buf = Udmabuf::with_stride(50, 20, 50 * bpp + 64, fourcc).unwrap();
+        let desc = BufferDesc {
+            width: 50,
+            height: 20,
+            stride: buf.stride(),
+            fourcc: fourcc as u32,
+            modifier: 0,
+        };
+        listener.scanout_dmabuf(buf.fd(), desc, false).unwrap();
+        assert!(listener.update_dmabuf(0, 0, 50, 20).ok);
+        wait_for_picture(
+            &format!("{fourcc:?}"),
+            &out,
+            &opaque(&buf.expected(0)),
+            timeout,
+        );
+    }
+    let last_good = read_png(&out).unwrap();
+
+    // Hostile buffers: an absurd modifier, a plane past the buffer's end, a
+    // stride below the width. Each is dropped, the update still answered
+    // within the deadline, and the last good picture stays.
+    let small = Udmabuf::new(16, 16, DrmFourcc::Xrgb8888).unwrap();
+    let bad = [
+        BufferDesc {
+            modifier: 0x0123_4567_89ab_cdef,
+            ..xrgb(16, 16)
+        },
+        xrgb(64, 64),
+        BufferDesc {
+            stride: 16,
+            ..xrgb(16, 16)
+        },
+    ];
+    for desc in bad {
+        listener.scanout_dmabuf(small.fd(), desc, false).unwrap();
+        let answer = listener.update_dmabuf(0, 0, 16, 16).clone();
+        assert!(
+            answer.ok && answer.latency() < Duration::from_secs(1),
+            "{desc:?}: {answer:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        read_png(&out).unwrap(),
+        last_good,
+        "the last good frame stays"
+    );
+
+    for answer in &listener.answers {
+        assert!(
+            answer.ok && answer.latency() < Duration::from_secs(1),
+            "{answer:?}"
+        );
+    }
+    let log = sink.stop();
+    assert_eq!(
+        log.matches("dropping a DMA-BUF scanout").count(),
+        3,
+        "{log}"
+    );
+    assert!(log.contains("not importable"), "{log}");
+    assert!(
+        !log.contains("deadline"),
+        "no release by the watchdog: {log}"
+    );
+}
