@@ -27,6 +27,25 @@ struct CursorImage {
     argb: Vec<u8>,
 }
 
+/// A cursor image placed in guest coordinates.
+#[derive(Debug, Clone, Copy)]
+pub struct CursorOverlay<'a> {
+    pub x: i64,
+    pub y: i64,
+    pub width: u32,
+    pub height: u32,
+    pub argb: &'a [u8],
+}
+
+impl CursorOverlay<'_> {
+    /// An owned copy, to draw after the lock is gone.
+    pub fn to_owned_overlay(&self, buffer: &mut Vec<u8>) -> (i64, i64, u32, u32) {
+        buffer.clear();
+        buffer.extend_from_slice(self.argb);
+        (self.x, self.y, self.width, self.height)
+    }
+}
+
 /// The surface and cursor of one console.
 #[derive(Debug)]
 pub struct Surface {
@@ -162,6 +181,19 @@ impl Surface {
         image.argb.extend_from_slice(&cursor.data[..len]);
     }
 
+    /// The cursor image where it is drawn now (pointer minus hot spot),
+    /// if there is a cursor and the pointer is visible.
+    pub fn cursor_overlay(&self) -> Option<CursorOverlay<'_>> {
+        let (image, (x, y)) = (self.cursor.as_ref()?, self.pointer?);
+        Some(CursorOverlay {
+            x: i64::from(x) - i64::from(image.hot_x),
+            y: i64::from(y) - i64::from(image.hot_y),
+            width: image.width,
+            height: image.height,
+            argb: &image.argb,
+        })
+    }
+
     pub fn set_pointer(&mut self, x: i32, y: i32, visible: bool) {
         self.pointer = visible.then_some((x, y));
     }
@@ -207,13 +239,13 @@ impl Surface {
                 }
             }
         }
-        if let (true, Some(image), Some((x, y))) = (cursor, &self.cursor, self.pointer) {
+        if let (true, Some(overlay)) = (cursor, self.cursor_overlay()) {
             frame.blend_argb(
-                i64::from(x) - i64::from(image.hot_x),
-                i64::from(y) - i64::from(image.hot_y),
-                image.width,
-                image.height,
-                &image.argb,
+                overlay.x,
+                overlay.y,
+                overlay.width,
+                overlay.height,
+                overlay.argb,
             );
         }
         true

@@ -246,6 +246,19 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
         timeout,
     );
 
+    // The first buffer again, with a new fd (as QEMU sends it): the same
+    // import, found by inode.
+    listener
+        .scanout_dmabuf(buffer.fd(), xrgb(64, 48), false)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
+    wait_for_picture(
+        "re-sent buffer",
+        &out,
+        &opaque(&buffer.expected(1)),
+        timeout,
+    );
+
     // y0_top: a bottom-up buffer shows upside down from memory.
     listener
         .scanout_dmabuf(big.fd(), xrgb(96, 64), true)
@@ -318,8 +331,98 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
         "{log}"
     );
     assert!(log.contains("not importable"), "{log}");
+    // Five distinct good buffers: the first, the big one (sent as v2 and
+    // again as v1), three formats. Re-sent buffers are not imported again.
+    assert_eq!(log.matches("imported DMA-BUF inode").count(), 5, "{log}");
     assert!(
         !log.contains("deadline"),
         "no release by the watchdog: {log}"
     );
+}
+
+/// `--size` scales a DMA-BUF with its aspect ratio kept (black bars) and
+/// `--cursor` draws the guest's cursor at the pointer, mapped into the
+/// scaled picture.
+#[test]
+#[ignore = "needs the lab"]
+fn fake_qemu_cursor_over_a_letterboxed_dmabuf() {
+    require_lab();
+    let dir = TempDir::new("lab-fake-cursor");
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::on_bus(
+        &bus.address,
+        "fake-cursor",
+        "00000000-0000-4000-8000-00000000c0c0",
+        (64, 48),
+    )
+    .unwrap();
+    let out = dir.path("cursor.png");
+    let sink = Sink::capture(
+        &out,
+        &bus.address,
+        "fake-cursor",
+        &[
+            "--render-device",
+            "software",
+            "--size",
+            "160x96",
+            "--cursor",
+        ],
+    );
+    let mut listener = fake.accept_listener(Duration::from_secs(30)).unwrap();
+
+    // One colour everywhere, so that scaling leaves every pixel exact.
+    let mut buffer = Udmabuf::new(64, 48, DrmFourcc::Xrgb8888).unwrap();
+    buffer
+        .write(|bytes| {
+            for px in bytes.chunks_exact_mut(4) {
+                px.copy_from_slice(&[0xc0, 0x80, 0x20, 0x00]);
+            }
+        })
+        .unwrap();
+    listener
+        .scanout_dmabuf(buffer.fd(), xrgb(64, 48), false)
+        .unwrap();
+    // A 4x4 opaque red cursor (ARGB) with its hot spot at (1, 1), the
+    // pointer at (10, 10) of the guest's 64x48.
+    let red: Vec<u8> = [0u8, 0, 0xff, 0xff].repeat(16);
+    listener
+        .listener()
+        .cursor_define(4, 4, 1, 1, serde_bytes::Bytes::new(&red))
+        .unwrap();
+    listener.listener().mouse_set(10, 10, 1).unwrap();
+    assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
+
+    // 64x48 into 160x96: scale 2, centred, 16-pixel bars left and right.
+    let mut want = RgbaFrame::default();
+    want.reset(160, 96);
+    for y in 0..96 {
+        for x in 16..144 {
+            let i = ((y * 160 + x) * 4) as usize;
+            want.pixels[i..i + 4].copy_from_slice(&[0x20, 0x80, 0xc0, 0xff]);
+        }
+    }
+    // The cursor's corner, (10 - 1, 10 - 1) in the guest, is (16 + 18, 18).
+    want.blend_argb(34, 18, 4, 4, &red);
+    wait_for_picture(
+        "cursor over a scaled DMA-BUF",
+        &out,
+        &want,
+        Duration::from_secs(60),
+    );
+
+    // Moving the pointer moves the cursor without a new frame.
+    listener.listener().mouse_set(20, 5, 1).unwrap();
+    let mut moved = RgbaFrame::default();
+    moved.reset(160, 96);
+    moved.pixels.copy_from_slice(&want.pixels);
+    for y in 18..22 {
+        for x in 34..38 {
+            let i = ((y * 160 + x) * 4) as usize;
+            moved.pixels[i..i + 4].copy_from_slice(&[0x20, 0x80, 0xc0, 0xff]);
+        }
+    }
+    moved.blend_argb(16 + 38, 8, 4, 4, &red);
+    wait_for_picture("moved cursor", &out, &moved, Duration::from_secs(30));
+    sink.stop();
 }

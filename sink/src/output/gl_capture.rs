@@ -81,6 +81,21 @@ impl GlCapture {
         &self.frame
     }
 
+    /// Maps a point of the guest's scanout to the composed picture.
+    pub fn map_point(&self, x: i64, y: i64) -> (i64, i64) {
+        let Some(current) = self.current else {
+            return (x, y);
+        };
+        let (sx, sy, sw, sh) = current.rect;
+        let target = self.size.unwrap_or((sw, sh));
+        let how = Composition::fit(current.rect, target, current.y0_top);
+        let (dx, dy, dw, dh) = how.dst;
+        (
+            i64::from(dx) + (x - i64::from(sx)) * i64::from(dw) / i64::from(sw),
+            i64::from(dy) + (y - i64::from(sy)) * i64::from(dh) / i64::from(sh),
+        )
+    }
+
     pub fn has_frame(&self) -> bool {
         self.current.is_some() && self.frame.width > 0
     }
@@ -160,6 +175,7 @@ impl GlCapture {
         if let Some(hit) = self.cache.iter_mut().find(|c| c.key == key) {
             // The same buffer re-sent with a new fd: keep the import.
             hit.last_used = uses;
+            tracing::debug!("DMA-BUF inode {} already imported", key.ino);
         } else {
             let image = match self.import(&scanout) {
                 Ok(image) => image,
@@ -171,6 +187,13 @@ impl GlCapture {
                     return Ok(());
                 }
             };
+            tracing::info!(
+                "imported DMA-BUF inode {}: {}x{} {:?}",
+                key.ino,
+                scanout.backing_width,
+                scanout.backing_height,
+                scanout.fourcc
+            );
             if self.cache.len() >= CACHE_SIZE {
                 let oldest = (0..self.cache.len())
                     .min_by_key(|&i| self.cache[i].last_used)

@@ -96,7 +96,36 @@ struct Writer<'a> {
     size: Option<(u32, u32)>,
 }
 
+/// A cursor copied out of the shared state: position, size, ARGB pixels.
+type CursorCopy<'a> = ((i64, i64, u32, u32), &'a [u8]);
+
 impl Writer<'_> {
+    /// Writes the current picture: the 2D surface (already in `frame`,
+    /// cursor included) or the composed DMA-BUF with the cursor on a copy.
+    fn show(
+        &mut self,
+        showing: Showing,
+        frame: &mut RgbaFrame,
+        gl: &GlCapture,
+        cursor: Option<CursorCopy<'_>>,
+        force: bool,
+    ) -> Result<(), CaptureError> {
+        match showing {
+            Showing::Surface if frame.width > 0 => self.write(frame, force),
+            Showing::Dmabuf if gl.has_frame() => match cursor {
+                // The composed picture stays clean for the next cursor move.
+                Some(((x, y, w, h), argb)) => {
+                    frame.clone_from(gl.frame());
+                    let (x, y) = gl.map_point(x, y);
+                    frame.blend_argb(x, y, w, h, argb);
+                    self.write(frame, force)
+                }
+                None => self.write(gl.frame(), force),
+            },
+            _ => Ok(()),
+        }
+    }
+
     /// Writes `frame` unless it is the picture already written.
     fn write(&mut self, frame: &RgbaFrame, force: bool) -> Result<(), CaptureError> {
         let fingerprint = frame.fingerprint();
@@ -128,6 +157,9 @@ pub fn run_capture_with(
     let deadline = options.timeout.map(|t| Instant::now() + t);
     let mut frame = RgbaFrame::default();
     let mut batch = VecDeque::new();
+    // The cursor, copied out of the shared state for DMA-BUF pictures.
+    let mut cursor_argb = Vec::new();
+    let mut cursor_at = None;
     let mut seen_generation = 0;
     let mut showing = Showing::Surface;
     let mut writer = Writer {
@@ -176,15 +208,18 @@ pub fn run_capture_with(
         if surface_changed && state.surface.render(&mut frame, options.cursor) {
             showing = Showing::Surface;
         }
+        if options.cursor {
+            cursor_at = state
+                .surface
+                .cursor_overlay()
+                .map(|c| c.to_owned_overlay(&mut cursor_argb));
+        }
         drop(state);
         if !batch.is_empty() && gl.handle(&mut batch)? {
             showing = Showing::Dmabuf;
         }
-        match showing {
-            Showing::Surface if frame.width > 0 => writer.write(&frame, false)?,
-            Showing::Dmabuf if gl.has_frame() => writer.write(gl.frame(), false)?,
-            _ => {}
-        }
+        let cursor = cursor_at.map(|at| (at, &cursor_argb[..]));
+        writer.show(showing, &mut frame, &gl, cursor, false)?;
         if let Some(stopped) = stopped {
             break stopped;
         }
@@ -198,10 +233,9 @@ pub fn run_capture_with(
     if !batch.is_empty() && gl.handle(&mut batch)? {
         showing = Showing::Dmabuf;
     }
-    match showing {
-        Showing::Dmabuf if gl.has_frame() => writer.write(gl.frame(), true)?,
-        Showing::Surface if have_surface => writer.write(&frame, true)?,
-        _ => {}
+    if have_surface || showing == Showing::Dmabuf {
+        let cursor = cursor_at.map(|at| (at, &cursor_argb[..]));
+        writer.show(showing, &mut frame, &gl, cursor, true)?;
     }
     Ok(CaptureSummary {
         pngs_written: writer.pngs_written,
