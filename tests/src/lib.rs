@@ -16,7 +16,6 @@ pub use sink;
 
 pub mod dmabuf;
 pub mod drm_util;
-pub mod egl;
 pub mod fake_qemu;
 pub mod lab;
 pub mod udmabuf;

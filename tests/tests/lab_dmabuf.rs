@@ -21,8 +21,12 @@ use tests::lab::{require_lab, GlQemu};
 use tests::udmabuf::{assert_picture_eq, Udmabuf};
 use tests::*;
 
-/// `qemu-sink capture` in the background, killed if the test fails.
-struct Sink(Option<Child>);
+/// `qemu-sink capture` in the background, killed if the test fails. Its
+/// log is read as it comes (a full pipe would block the sink).
+struct Sink {
+    child: Option<Child>,
+    log: Option<std::thread::JoinHandle<String>>,
+}
 
 impl Sink {
     fn capture(out: &std::path::Path, bus: &str, vm: &str, extra: &[&str]) -> Sink {
@@ -37,46 +41,59 @@ impl Sink {
         ];
         args.extend_from_slice(extra);
         let mut command = sink_command(&args);
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        Sink(Some(command.spawn().expect("starting qemu-sink")))
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("starting qemu-sink");
+        let mut stderr = child.stderr.take().expect("piped");
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
+        Sink {
+            child: Some(child),
+            log: Some(log),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn finish(mut self, mut child: Child) -> String {
+        let status = child.wait().unwrap();
+        let log = self.log.take().unwrap().join().unwrap();
+        assert!(status.success(), "qemu-sink failed ({status}): {log}");
+        log
     }
 
     fn stop(mut self) -> String {
-        let child = self.0.take().unwrap();
+        let child = self.child.take().unwrap();
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let output = child.wait_with_output().unwrap();
-        let log = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "qemu-sink failed: {log}");
-        log
+        self.finish(child)
     }
 
     fn wait(mut self, timeout: Duration) -> String {
-        let mut child = self.0.take().unwrap();
+        let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + timeout;
         while child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
                 let _ = child.kill();
-                let output = child.wait_with_output().unwrap();
-                panic!(
-                    "qemu-sink ran past {timeout:?}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
+                let _ = child.wait();
+                let log = self.log.take().unwrap().join().unwrap();
+                panic!("qemu-sink ran past {timeout:?}: {log}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let output = child.wait_with_output().unwrap();
-        let log = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "qemu-sink failed: {log}");
-        log
+        self.finish(child)
     }
 }
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -424,5 +441,187 @@ fn fake_qemu_cursor_over_a_letterboxed_dmabuf() {
     }
     moved.blend_argb(16 + 38, 8, 4, 4, &red);
     wait_for_picture("moved cursor", &out, &moved, Duration::from_secs(30));
+    sink.stop();
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Two and three buffers in turn, each sent with a fresh fd as QEMU does,
+/// 1000 frames: every picture right while the buffers swap, every answer
+/// within the deadline, and as many fds open at the end as at the start.
+#[test]
+#[ignore = "needs the lab"]
+fn fake_qemu_thousand_frames_swapping_buffers_without_leaking_fds() {
+    require_lab();
+    let dir = TempDir::new("lab-fake-1000");
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::on_bus(
+        &bus.address,
+        "fake-1000",
+        "00000000-0000-4000-8000-000000001000",
+        (128, 96),
+    )
+    .unwrap();
+    let out = dir.path("swap.png");
+    let sink = Sink::capture(
+        &out,
+        &bus.address,
+        "fake-1000",
+        &["--render-device", "software"],
+    );
+    let pid = sink.pid();
+    let mut listener = fake.accept_listener(Duration::from_secs(30)).unwrap();
+    let buffers: Vec<Udmabuf> = (0..3)
+        .map(|i| {
+            let mut b = Udmabuf::new(128, 96, DrmFourcc::Xrgb8888).unwrap();
+            b.fill(i).unwrap();
+            b
+        })
+        .collect();
+    let timeout = Duration::from_secs(60);
+    let show = |listener: &mut tests::fake_qemu::FakeListener, i: usize| {
+        listener
+            .scanout_dmabuf(buffers[i].fd(), xrgb(128, 96), false)
+            .unwrap();
+        let answer = listener.update_dmabuf(0, 0, 128, 96).clone();
+        assert!(
+            answer.ok && answer.latency() < Duration::from_secs(1),
+            "frame {} (buffer {i}): {answer:?}",
+            listener.answers.len()
+        );
+    };
+    // Two buffers in turn, then three: each picture is the right buffer.
+    for i in [0, 1, 0, 1, 0, 1, 2, 0, 1, 2] {
+        show(&mut listener, i);
+        wait_for_picture(
+            &format!("buffer {i}"),
+            &out,
+            &opaque(&buffers[i].expected(i as u32)),
+            timeout,
+        );
+    }
+    let fds_before = open_fds(pid);
+    let started = Instant::now();
+    let first = listener.answers.len();
+    for frame in 0..1000 {
+        show(&mut listener, frame % 3);
+    }
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let fds_after = open_fds(pid);
+    wait_for_picture(
+        "after 1000 frames",
+        &out,
+        &opaque(&buffers[0].expected(0)),
+        timeout,
+    );
+
+    let mut latencies: Vec<Duration> = listener.answers[first..]
+        .iter()
+        .map(|a| a.latency())
+        .collect();
+    latencies.sort_unstable();
+    eprintln!(
+        "1000 frames of 128x96 in {took:.2?}: UpdateDMABUF answered after median {:?}, p99 {:?}, max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+    assert_eq!(
+        fds_after, fds_before,
+        "fds open in qemu-sink before and after 1000 frames"
+    );
+    let log = sink.stop();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("DMA-BUF frames:"))
+        .unwrap_or_default();
+    eprintln!("sink: {summary}");
+    assert!(summary.contains("1010 composed"), "{log}");
+    assert_eq!(
+        log.matches("imported DMA-BUF inode").count(),
+        3,
+        "each buffer imported once: {log}"
+    );
+}
+
+/// The CPU reference of a bilinear scale with clamped edges, as GL samples
+/// a texture drawn over a larger quad.
+fn bilinear(src: &RgbaFrame, width: u32, height: u32) -> RgbaFrame {
+    let mut out = RgbaFrame::default();
+    out.reset(width, height);
+    let texel = |x: i64, y: i64, c: usize| -> f64 {
+        let x = x.clamp(0, src.width as i64 - 1) as u32;
+        let y = y.clamp(0, src.height as i64 - 1) as u32;
+        f64::from(src.pixels[((y * src.width + x) * 4) as usize + c])
+    };
+    for oy in 0..height {
+        for ox in 0..width {
+            let u = (f64::from(ox) + 0.5) * f64::from(src.width) / f64::from(width) - 0.5;
+            let v = (f64::from(oy) + 0.5) * f64::from(src.height) / f64::from(height) - 0.5;
+            let (x0, y0) = (u.floor() as i64, v.floor() as i64);
+            let (fx, fy) = (u - u.floor(), v - v.floor());
+            let i = ((oy * width + ox) * 4) as usize;
+            for c in 0..3 {
+                let top = texel(x0, y0, c) * (1.0 - fx) + texel(x0 + 1, y0, c) * fx;
+                let bottom = texel(x0, y0 + 1, c) * (1.0 - fx) + texel(x0 + 1, y0 + 1, c) * fx;
+                out.pixels[i + c] = (top * (1.0 - fy) + bottom * fy).round() as u8;
+            }
+        }
+    }
+    out
+}
+
+/// `--size` at another size: the picture is the guest's scaled by GL's
+/// bilinear filter, checked against a CPU reference within a small
+/// tolerance (GPUs round filter weights differently).
+#[test]
+#[ignore = "needs the lab"]
+fn fake_qemu_scaled_to_another_size_matches_a_cpu_reference() {
+    require_lab();
+    let dir = TempDir::new("lab-fake-scale");
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::on_bus(
+        &bus.address,
+        "fake-scale",
+        "00000000-0000-4000-8000-00000000005c",
+        (80, 60),
+    )
+    .unwrap();
+    let out = dir.path("scaled.png");
+    let sink = Sink::capture(
+        &out,
+        &bus.address,
+        "fake-scale",
+        &["--render-device", "software", "--size", "200x150"],
+    );
+    let mut listener = fake.accept_listener(Duration::from_secs(30)).unwrap();
+    let buffer = Udmabuf::new(80, 60, DrmFourcc::Xrgb8888).unwrap();
+    listener
+        .scanout_dmabuf(buffer.fd(), xrgb(80, 60), false)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 80, 60).ok);
+    let want = bilinear(&buffer.expected(0), 200, 150);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        if let Ok(got) = read_png(&out) {
+            if (got.width, got.height) == (200, 150) {
+                break got;
+            }
+        }
+        assert!(Instant::now() < deadline, "no 200x150 picture");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if let Err(diff) = capture::compare_rgb(&got, &want, 3) {
+        panic!("scaled picture vs CPU bilinear reference: {diff}");
+    }
     sink.stop();
 }

@@ -1,16 +1,16 @@
 //! Lab smoke tests: the DRM, EGL and QEMU paths the sink builds on, each
 //! proven with real pixels inside the lab VM (`scripts/lab/test.sh`).
 //!
-//! Starts: vkms (scanout, page flips, writeback), Mesa's software EGL device
-//! (DMA-BUF import), and a nested QEMU with `-display dbus,gl=on` on a
-//! private dbus-daemon. Every test is `#[ignore = "needs the lab"]`: a host
-//! `cargo test` lists them as ignored.
+//! Starts: vkms (scanout, page flips, writeback), gl-renderer on Mesa's
+//! software EGL device (DMA-BUF import), and a nested QEMU with
+//! `-display dbus,gl=on` on a private dbus-daemon. Every test is
+//! `#[ignore = "needs the lab"]`: a host `cargo test` lists them as ignored.
 
 use std::os::fd::AsFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use capture::read_png;
+use capture::{read_png, RgbaFrame};
 use dbus_interfaces::proxies::ConsoleProxyBlocking;
 use dbus_interfaces::{
     listener_socketpair, serve_listener, DmabufScanout, ListenerEvent, ListenerHandler,
@@ -19,6 +19,9 @@ use dbus_interfaces::{
 use drm::buffer::DrmModifier;
 use drm::{Device as _, DriverCapability};
 use drm_fourcc::DrmFourcc;
+use gl_renderer::{
+    Composition, DmabufDesc, DmabufPlane, ImportedImage, RenderDevice, Renderer, Source, Target,
+};
 use serde_json::json;
 use sink::qmp::Qmp;
 use tests::dmabuf::{self, Layout};
@@ -26,7 +29,6 @@ use tests::drm_util::{
     find_writeback, render_node_by_driver, wait_page_flip, writeback, Card, DmabufFramebuffer,
     Output,
 };
-use tests::egl::SoftwareEgl;
 use tests::lab::{self, require_lab, GlQemu};
 use tests::udmabuf::{self, assert_picture_eq, Udmabuf};
 use tests::{private_bus, TempDir};
@@ -139,55 +141,143 @@ fn vkms_scans_out_flips_and_writes_back_udmabufs() {
     drop((fb_front, fb_back, fb_capture));
 }
 
-/// udmabufs imported as EGLImages (explicit LINEAR modifier) on the software
-/// EGL device, bound to a texture, attached to a framebuffer and read back:
-/// a vkms-sized XRGB8888 frame, rewritten once, and every producer format
-/// at an odd size with a padded stride.
+/// gl-renderer's DMA-BUF import on Mesa's software EGL device, in the lab:
+/// `Renderer::new(Software)` lands on llvmpipe without a DRM node and its
+/// format table lists LINEAR for XR24 and every producer format; udmabufs
+/// imported with an explicit LINEAR modifier and
+/// drawn 1:1 into a target read back exactly (RGB; composition is opaque,
+/// so alpha reads 255): a vkms-sized XRGB8888 frame, rewritten in place
+/// under the same import (rebound, as the capture path does on
+/// `UpdateDMABUF`), and every producer format at an odd size with a padded
+/// stride.
 #[test]
 #[ignore = "needs the lab"]
 fn software_egl_device_imports_udmabufs_exactly() {
     require_lab();
     let t = Instant::now();
-    let egl = SoftwareEgl::new().expect("EGL on the software device");
+    let mut renderer =
+        Renderer::new(&RenderDevice::Software).expect("a renderer on the software device");
     eprintln!(
-        "EGL up in {:?}: {} ({})",
+        "renderer up in {:?}: {:?}, {} DMA-BUF formats",
         t.elapsed(),
-        egl.renderer,
-        egl.version
+        renderer.device,
+        renderer.formats.len()
     );
+    assert!(
+        renderer.device.software,
+        "the software device renders in software"
+    );
+    assert_eq!(
+        renderer.device.node, None,
+        "the software device has no DRM node"
+    );
+    assert!(
+        renderer.formats.modifiers_supported,
+        "explicit modifiers (EGL_EXT_image_dma_buf_import_modifiers)"
+    );
+    // XR24 is what the capture path sees most; every format below is
+    // imported with an explicit LINEAR modifier, so each must list it.
+    let linear = u64::from(DrmModifier::Linear);
+    for fourcc in udmabuf::FORMATS {
+        let modifiers = renderer.formats.modifiers(fourcc);
+        assert!(
+            modifiers.iter().any(|&(modifier, _)| modifier == linear),
+            "the format table lists LINEAR for {fourcc:?}: {modifiers:x?}"
+        );
+    }
 
+    let mut got = RgbaFrame::default();
     let mut frame = Udmabuf::new(1024, 768, DrmFourcc::Xrgb8888).expect("udmabuf");
+    let (width, height) = (frame.width(), frame.height());
+    let target = renderer.create_target(width, height).expect("target");
+    let image = renderer
+        .import(&linear_desc(&frame))
+        .expect("importing the 1024x768 XR24 udmabuf");
     for n in 0..2 {
         frame.fill(n).expect("filling");
         let t = Instant::now();
-        let got = egl
-            .read_dmabuf(frame.fd(), frame.layout(), DrmModifier::Linear)
-            .expect("import and read back");
+        renderer
+            .rebind(&image)
+            .expect("rebinding the rewritten buffer");
+        draw_and_read(&mut renderer, &target, &image, &mut got);
         eprintln!(
-            "1024x768 XR24 frame {n}: imported and read in {:?}",
+            "1024x768 XR24 frame {n}: drawn and read in {:?}",
             t.elapsed()
         );
         assert_picture_eq(
-            &format!("EGL 1024x768 XR24 frame {n}"),
+            &format!("gl-renderer 1024x768 XR24 frame {n}"),
             &got,
-            &frame.expected(n),
+            &opaque(frame.expected(n)),
         );
     }
+    renderer.release_image(image);
+    renderer.destroy_target(target);
 
     for fourcc in udmabuf::FORMATS {
         let (width, height) = (333, 77);
         let stride = (width * udmabuf::bytes_per_pixel(fourcc) as u32).next_multiple_of(256) + 64;
         let mut buffer = Udmabuf::with_stride(width, height, stride, fourcc).expect("udmabuf");
         buffer.fill(5).expect("filling");
-        let got = egl
-            .read_dmabuf(buffer.fd(), buffer.layout(), DrmModifier::Linear)
-            .unwrap_or_else(|err| panic!("{fourcc:?}: {err:#}"));
+        let target = renderer.create_target(width, height).expect("target");
+        let image = renderer
+            .import(&linear_desc(&buffer))
+            .unwrap_or_else(|err| panic!("importing {fourcc:?}: {err:#}"));
+        draw_and_read(&mut renderer, &target, &image, &mut got);
+        renderer.release_image(image);
+        renderer.destroy_target(target);
         assert_picture_eq(
-            &format!("EGL {width}x{height} {fourcc:?} stride {stride}"),
+            &format!("gl-renderer {width}x{height} {fourcc:?} stride {stride}"),
             &got,
-            &buffer.expected(5),
+            &opaque(buffer.expected(5)),
         );
     }
+}
+
+/// `buffer`'s one plane, with an explicit LINEAR modifier.
+fn linear_desc(buffer: &Udmabuf) -> DmabufDesc<'_> {
+    let layout = buffer.layout();
+    DmabufDesc {
+        width: layout.width,
+        height: layout.height,
+        fourcc: layout.fourcc,
+        modifier: Some(u64::from(DrmModifier::Linear)),
+        planes: vec![DmabufPlane {
+            fd: buffer.fd(),
+            offset: layout.offset,
+            stride: layout.stride,
+        }],
+    }
+}
+
+/// Clears `target`, draws `image` into all of it (the same size: 1:1, no
+/// flip) and reads it back into `frame`, top row first.
+fn draw_and_read(
+    renderer: &mut Renderer,
+    target: &Target,
+    image: &ImportedImage,
+    frame: &mut RgbaFrame,
+) {
+    let size = (target.width, target.height);
+    assert_eq!(size, (image.width, image.height), "a 1:1 draw");
+    renderer.clear(target);
+    renderer
+        .draw(
+            target,
+            Source::Image(image),
+            &Composition::fit((0, 0, size.0, size.1), size, false),
+        )
+        .unwrap_or_else(|err| panic!("drawing {:?}: {err:#}", image.fourcc));
+    renderer
+        .read(target, frame)
+        .unwrap_or_else(|err| panic!("reading {:?} back: {err:#}", image.fourcc));
+}
+
+/// `picture` as an opaque composition shows it: alpha 255.
+fn opaque(mut picture: RgbaFrame) -> RgbaFrame {
+    for pixel in picture.pixels.chunks_exact_mut(4) {
+        pixel[3] = 0xff;
+    }
+    picture
 }
 
 /// What the listener saw, in order.

@@ -15,12 +15,15 @@ use gl_renderer::{
 use crate::dmabuf::{check_scanout, exporter, BufferKey, MOD_INVALID, MOD_LINEAR};
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord};
 
+/// Frame records kept: a day at 60 Hz would be 5 M; keep the recent ones.
+const MAX_RECORDS: usize = 1 << 16;
+
 /// Imports kept per buffer: guests double- or triple-buffer; more is a leak.
 const CACHE_SIZE: usize = 4;
 
 /// A composed frame must be released before QEMU's 1 s deadline; the
-/// listener answers at 900 ms regardless. Wait for the GPU at most this long.
-const FENCE_WAIT: Duration = Duration::from_millis(800);
+/// listener answers at 800 ms regardless. Wait for the GPU at most this long.
+const FENCE_WAIT: Duration = Duration::from_millis(700);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GlCaptureError {
@@ -55,8 +58,9 @@ pub struct GlCapture {
     current: Option<Current>,
     uses: u64,
     frame: RgbaFrame,
-    /// Finished frames, oldest first (latency mode reads them).
-    pub records: Vec<FrameRecord>,
+    /// Finished frames, oldest first, the last [`MAX_RECORDS`] (latency
+    /// mode reads them).
+    pub records: std::collections::VecDeque<FrameRecord>,
     pub rejected: u64,
 }
 
@@ -71,9 +75,46 @@ impl GlCapture {
             current: None,
             uses: 0,
             frame: RgbaFrame::default(),
-            records: Vec::new(),
+            records: std::collections::VecDeque::new(),
             rejected: 0,
         }
+    }
+
+    /// One line on the DMA-BUF frames so far: how many, and how long from
+    /// the message to its release and from re-bind to the GPU's fence
+    /// (median and p99), or `None` before the first.
+    pub fn summary(&self) -> Option<String> {
+        let micros = |f: &dyn Fn(&FrameRecord) -> Option<Duration>| {
+            let mut v: Vec<u128> = self
+                .records
+                .iter()
+                .filter_map(f)
+                .map(|d| d.as_micros())
+                .collect();
+            v.sort_unstable();
+            let at = |q: f64| {
+                v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            (at(0.5), at(0.99))
+        };
+        let skipped = self.records.iter().filter(|r| r.skipped).count();
+        let composed = self.records.len() - skipped;
+        if self.records.is_empty() {
+            return None;
+        }
+        let release = micros(&|r| r.released.map(|t| t.saturating_sub(r.received)));
+        let compose = micros(&|r| {
+            r.committed
+                .zip(r.imported)
+                .map(|(c, i)| c.saturating_sub(i))
+        });
+        Some(format!(
+            "DMA-BUF frames: {composed} composed, {skipped} skipped; message to release \
+             median {} us, p99 {} us; re-bind to fence median {} us, p99 {} us",
+            release.0, release.1, compose.0, compose.1
+        ))
     }
 
     /// The last composed picture.
@@ -150,7 +191,7 @@ impl GlCapture {
                         record.skipped = true;
                         drop(release);
                         record.released = Some(monotonic_now());
-                        self.records.push(record);
+                        self.finish(record);
                         continue;
                     }
                     composed |= self.compose(record, release)?;
@@ -251,6 +292,13 @@ impl GlCapture {
         Ok(renderer.import(&desc)?)
     }
 
+    fn finish(&mut self, record: FrameRecord) {
+        if self.records.len() == MAX_RECORDS {
+            self.records.pop_front();
+        }
+        self.records.push_back(record);
+    }
+
     fn reject(&mut self, why: InvalidInput) {
         tracing::warn!("dropping a DMA-BUF scanout from QEMU: {why}");
         self.rejected += 1;
@@ -300,7 +348,7 @@ impl GlCapture {
         record.released = Some(monotonic_now());
         tracing::trace!("composed in {:?}", waited.elapsed());
         renderer.read(target, &mut self.frame)?;
-        self.records.push(record);
+        self.finish(record);
         Ok(true)
     }
 }

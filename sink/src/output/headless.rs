@@ -237,6 +237,9 @@ pub fn run_capture_with(
         let cursor = cursor_at.map(|at| (at, &cursor_argb[..]));
         writer.show(showing, &mut frame, &gl, cursor, true)?;
     }
+    if let Some(line) = gl.summary() {
+        tracing::info!("{line}");
+    }
     Ok(CaptureSummary {
         pngs_written: writer.pngs_written,
         updates,

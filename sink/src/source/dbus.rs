@@ -12,11 +12,55 @@ use crate::state::{Shared, SinkState};
 /// events are queued for the output that owns the renderer.
 pub struct DbusSource {
     shared: Arc<Shared>,
+    last_scanout: Option<ScanoutShape>,
 }
 
 impl DbusSource {
     pub fn new(shared: Arc<Shared>) -> DbusSource {
-        DbusSource { shared }
+        DbusSource {
+            shared,
+            last_scanout: None,
+        }
+    }
+}
+
+/// What a scanout looks like, to log a change once rather than every flip
+/// (virtio-gpu with blobs sends a scanout per guest frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ScanoutShape {
+    how: &'static str,
+    width: u32,
+    height: u32,
+    fourcc: drm_fourcc::DrmFourcc,
+    modifier: u64,
+}
+
+fn announce(last: &mut Option<ScanoutShape>, shape: ScanoutShape) {
+    if *last != Some(shape) {
+        tracing::info!(
+            "scanout {}x{} {:?} {} (modifier {:#x})",
+            shape.width,
+            shape.height,
+            shape.fourcc,
+            shape.how,
+            shape.modifier
+        );
+        *last = Some(shape);
+    }
+}
+
+fn shape(
+    how: &'static str,
+    width: u32,
+    height: u32,
+    fourcc: drm_fourcc::DrmFourcc,
+) -> ScanoutShape {
+    ScanoutShape {
+        how,
+        width,
+        height,
+        fourcc,
+        modifier: 0,
     }
 }
 
@@ -28,16 +72,12 @@ fn changed(state: &mut SinkState) {
 impl ListenerHandler for DbusSource {
     fn handle(&mut self, event: ListenerEvent<'_>) {
         let received = monotonic_now();
+        let last = &mut self.last_scanout;
         self.shared.modify(|state| {
             let result: Result<(), (&str, InvalidInput)> = match event {
                 ListenerEvent::Scanout(pixels) => {
                     let l = pixels.layout;
-                    tracing::info!(
-                        "scanout {}x{} {:?} by copy",
-                        l.width,
-                        l.height,
-                        l.format.fourcc
-                    );
+                    announce(last, shape("by copy", l.width, l.height, l.format.fourcc));
                     state.surface.scanout(&pixels);
                     changed(state);
                     Ok(())
@@ -49,12 +89,8 @@ impl ListenerHandler for DbusSource {
                     .map_err(|e| ("Update", e)),
                 ListenerEvent::ScanoutMap(map) => {
                     let l = map.layout;
-                    tracing::info!(
-                        "scanout {}x{} {:?} in shared memory (Unix.Map)",
-                        l.width,
-                        l.height,
-                        l.format.fourcc
-                    );
+                    let how = "in shared memory (Unix.Map)";
+                    announce(last, shape(how, l.width, l.height, l.format.fourcc));
                     state.surface.scanout_map(map);
                     changed(state);
                     Ok(())
@@ -81,13 +117,17 @@ impl ListenerHandler for DbusSource {
                     Ok(())
                 }
                 ListenerEvent::ScanoutDmabuf(scanout) => {
-                    tracing::info!(
-                        "scanout {}x{} {:?} as a DMA-BUF ({} plane(s), modifier {:#x})",
-                        scanout.width,
-                        scanout.height,
-                        scanout.fourcc,
-                        scanout.planes.len(),
-                        scanout.modifier
+                    let how = if scanout.planes.len() == 1 {
+                        "as a DMA-BUF"
+                    } else {
+                        "as a multi-plane DMA-BUF"
+                    };
+                    announce(
+                        last,
+                        ScanoutShape {
+                            modifier: scanout.modifier,
+                            ..shape(how, scanout.width, scanout.height, scanout.fourcc)
+                        },
                     );
                     state.dmabuf.push_back(DmabufEvent::Scanout(scanout));
                     state.generation += 1;
