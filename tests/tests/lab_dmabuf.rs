@@ -200,6 +200,9 @@ fn capture_of_a_gl_on_qemu_equals_its_screendump() {
         "{} of the frames were answered at the deadline",
         log.matches("at the deadline").count()
     );
+    if let Some(summary) = log.lines().find(|l| l.contains("DMA-BUF frames:")) {
+        eprintln!("sink: {summary}");
+    }
 }
 
 fn xrgb(width: u32, height: u32) -> BufferDesc {
