@@ -333,3 +333,34 @@ fn demo_captures_seabios_and_cleans_up() {
         String::from_utf8_lossy(&leftovers.stdout)
     );
 }
+
+#[test]
+fn a_console_that_does_not_exist_is_one_clear_error() {
+    let dir = TempDir::new("console");
+    let bus = private_bus(&dir);
+    let _vm = TestVm::on_bus(&dir, "console-vm", &bus.plain_address, &[]);
+    let out = dir.path("none.png");
+    let output = run_sink(
+        sink_command(&[
+            "capture",
+            "--out",
+            out.to_str().unwrap(),
+            "--bus",
+            &bus.address,
+            "--console",
+            "7",
+            "--timeout",
+            "5",
+        ]),
+        SINK_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l == "qemu-sink: QEMU has no console 7"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
