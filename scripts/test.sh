@@ -20,9 +20,10 @@ cargo build --workspace --all-targets
 echo "== host tests"
 cargo test --workspace --all-features
 
-if [[ -f scripts/lab/test.sh ]]; then
-    echo "== lab tests"
-    bash scripts/lab/test.sh
-fi
+echo "== benchmarks (quick: every line produced, not the numbers)"
+bash scripts/bench.sh --quick
+
+echo "== lab tests"
+bash scripts/lab/test.sh
 
 echo "scripts/test.sh: all green in $((SECONDS - started)) s"

@@ -1,0 +1,242 @@
+//! `scripts/bench.sh`: the sink's throughput figures, each printed on one
+//! line next to its reference measured in the same run (this machine is
+//! shared and noisy: only ratios mean the same everywhere), and all of them
+//! written to `bench-results/<date>-<host>.json`.
+//!
+//! Host figures: 2D `Update` ingest and `Unix.Map` ingest through the real
+//! listener and D-Bus source (a fake QEMU floods full-frame damage over the
+//! p2p socket), against memcpy bandwidth; 4K PNG capture against the `image`
+//! crate's default encoder. `--quick` uses small frames and a few
+//! iterations: it proves every line is produced (CI), not the numbers.
+
+use std::hint::black_box;
+use std::io::Cursor;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use capture::RgbaFrame;
+use dbus_interfaces::format::PIXMAN_X8R8G8B8;
+use dbus_interfaces::{listener_socketpair, serve_listener, ListenerOptions};
+use image::ImageEncoder;
+use serde_json::json;
+use sink::source::dbus::DbusSource;
+use sink::state::Shared;
+use tests::fake_qemu::FakeListener;
+
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    reference: f64,
+    ratio: f64,
+    goal: &'static str,
+}
+
+fn mb_per_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64() / 1e6
+}
+
+/// memcpy out of cache: a buffer well past the L3, copied a few times.
+fn memcpy_bandwidth(len: usize, rounds: usize) -> f64 {
+    let src = vec![7u8; len];
+    let mut dst = vec![0u8; len];
+    dst.copy_from_slice(&src); // fault the pages in first
+    let start = Instant::now();
+    for _ in 0..rounds {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&mut dst);
+    }
+    mb_per_s((len * rounds) as u64, start.elapsed())
+}
+
+/// A sink listener (the real one, with the D-Bus source) and QEMU's side.
+fn connect() -> anyhow::Result<(Arc<Shared>, FakeListener, zbus::blocking::Connection)> {
+    let shared = Arc::new(Shared::default());
+    let (ours, theirs) = listener_socketpair()?;
+    let qemu = std::thread::spawn(move || FakeListener::serve(theirs));
+    let sink = serve_listener(
+        ours,
+        Box::new(DbusSource::new(shared.clone())),
+        ListenerOptions::default(),
+    )?;
+    let qemu = qemu.join().expect("handshake thread")?;
+    Ok((shared, qemu, sink))
+}
+
+fn wait_for_updates(shared: &Shared, n: u64) {
+    while shared.lock().updates < n {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Full-frame `Update`s as fast as the socket takes them.
+fn update_ingest((w, h): (u32, u32), frames: u64) -> anyhow::Result<f64> {
+    let (shared, qemu, _sink) = connect()?;
+    let listener = qemu.listener();
+    let frame = vec![0x5au8; (w * h * 4) as usize];
+    let bytes = serde_bytes::Bytes::new(&frame);
+    listener.scanout(w, h, w * 4, PIXMAN_X8R8G8B8, bytes)?;
+    wait_for_updates(&shared, 1);
+    let start = Instant::now();
+    for _ in 0..frames {
+        listener.update(0, 0, w as i32, h as i32, w * 4, PIXMAN_X8R8G8B8, bytes)?;
+    }
+    wait_for_updates(&shared, frames + 1);
+    Ok(mb_per_s(frames * frame.len() as u64, start.elapsed()))
+}
+
+/// `ScanoutMap` once, then full-frame `UpdateMap`s: the pixels never cross
+/// the socket, and the sink reads them in place when it renders.
+fn map_ingest((w, h): (u32, u32), frames: u64) -> anyhow::Result<f64> {
+    let (shared, qemu, _sink) = connect()?;
+    let memfd = nix::sys::memfd::memfd_create("bench", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    nix::unistd::ftruncate(&memfd, i64::from(w * h * 4))?;
+    qemu.map_listener()
+        .scanout_map(memfd.as_fd().into(), 0, w, h, w * 4, PIXMAN_X8R8G8B8)?;
+    wait_for_updates(&shared, 1);
+    let map = qemu.map_listener();
+    let start = Instant::now();
+    for _ in 0..frames {
+        map.update_map(0, 0, w as i32, h as i32)?;
+    }
+    wait_for_updates(&shared, frames + 1);
+    Ok(mb_per_s(frames * u64::from(w * h * 4), start.elapsed()))
+}
+
+/// A picture with some structure (gradients and noise), as a screen has.
+fn test_picture(w: u32, h: u32) -> RgbaFrame {
+    let mut frame = RgbaFrame::default();
+    frame.reset(w, h);
+    let mut seed = 0x1234_5678u32;
+    for (i, px) in frame.pixels.chunks_exact_mut(4).enumerate() {
+        let (x, y) = (i as u32 % w, i as u32 / w);
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let noise = if (x / 64 + y / 64) % 3 == 0 {
+            seed as u8 & 0x1f
+        } else {
+            0
+        };
+        px.copy_from_slice(&[
+            (x / 8) as u8 ^ noise,
+            (y / 8) as u8,
+            ((x + y) / 16) as u8,
+            255,
+        ]);
+    }
+    frame
+}
+
+/// Our PNG capture (fast deflate, Up filter, atomic write) against the
+/// `image` crate's default encoder on the same frame; seconds per frame.
+fn png_capture((w, h): (u32, u32), rounds: u32) -> anyhow::Result<(f64, f64)> {
+    let frame = test_picture(w, h);
+    let dir = std::env::temp_dir().join(format!("qemu-sink-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("bench.png");
+    let start = Instant::now();
+    for _ in 0..rounds {
+        capture::write_png_atomic(&path, &frame)?;
+    }
+    let ours = start.elapsed().as_secs_f64() / f64::from(rounds);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let mut out = Cursor::new(Vec::new());
+        image::codecs::png::PngEncoder::new(&mut out).write_image(
+            &frame.pixels,
+            w,
+            h,
+            image::ExtendedColorType::Rgba8,
+        )?;
+        black_box(out);
+    }
+    let reference = start.elapsed().as_secs_f64() / f64::from(rounds);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((ours, reference))
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (sizes, frames, png_size, png_rounds): (&[(&str, (u32, u32))], u64, (u32, u32), u32) =
+        if quick {
+            (&[("320x240", (320, 240))], 20, (640, 480), 2)
+        } else {
+            (
+                &[("1080p", (1920, 1080)), ("4K", (3840, 2160))],
+                120,
+                (3840, 2160),
+                5,
+            )
+        };
+    let memcpy = memcpy_bandwidth(
+        if quick { 32 << 20 } else { 128 << 20 },
+        if quick { 4 } else { 16 },
+    );
+    println!("memcpy (out of cache): {memcpy:.0} MB/s");
+    let mut figures = Vec::new();
+    for &(label, size) in sizes {
+        let update = update_ingest(size, frames).context("2D Update ingest")?;
+        figures.push(Figure {
+            name: format!("2D Update ingest {label}"),
+            value: update,
+            unit: "MB/s",
+            reference: memcpy,
+            ratio: update / memcpy,
+            goal: ">= 0.25 x memcpy",
+        });
+        let map = map_ingest(size, frames * 10).context("Unix.Map ingest")?;
+        figures.push(Figure {
+            name: format!("Unix.Map ingest {label}"),
+            value: map,
+            unit: "MB/s",
+            reference: memcpy,
+            ratio: map / memcpy,
+            goal: ">= 0.8 x memcpy",
+        });
+    }
+    let (ours, reference) = png_capture(png_size, png_rounds).context("PNG capture")?;
+    figures.push(Figure {
+        name: format!("PNG capture {}x{}", png_size.0, png_size.1),
+        value: ours * 1e3,
+        unit: "ms",
+        reference: reference * 1e3,
+        ratio: ours / reference,
+        goal: "<= 0.1 x image's default encoder",
+    });
+    for f in &figures {
+        println!(
+            "{:<28} {:>10.1} {:<4}  reference {:>10.1}  ratio {:>6.3}  (goal {})",
+            f.name, f.value, f.unit, f.reference, f.ratio, f.goal
+        );
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_owned();
+    let date = String::from_utf8(
+        std::process::Command::new("date")
+            .arg("+%Y-%m-%dT%H%M%S")
+            .output()?
+            .stdout,
+    )?;
+    let json = json!({
+        "date": date.trim(),
+        "host": host,
+        "quick": quick,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memcpy_mb_s": memcpy,
+        "figures": figures.iter().map(|f| json!({
+            "name": f.name, "value": f.value, "unit": f.unit,
+            "reference": f.reference, "ratio": f.ratio, "goal": f.goal,
+        })).collect::<Vec<_>>(),
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let suffix = if quick { "-quick" } else { "" };
+    let path = dir.join(format!("{}-{host}{suffix}.json", date.trim()));
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
