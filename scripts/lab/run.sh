@@ -118,6 +118,8 @@ wait_for_cards() {
 
 modprobe vkms enable_writeback=1 enable_overlay=1 || fail "modprobe vkms failed"
 modprobe vgem || fail "modprobe vgem failed"
+# The Vdmabuf RFC's nodes, looped back (tests/vdmabuf-loopback/).
+modprobe vdmabuf_loopback || fail "modprobe vdmabuf_loopback failed: run scripts/lab/setup.sh"
 # udmabuf is built into this kernel (modprobe udmabuf fails, harmlessly).
 [[ -c /dev/udmabuf ]] || fail "/dev/udmabuf missing"
 wait_for_cards virtio_gpu vkms vgem

@@ -137,6 +137,30 @@ else
     step vkms "built, $patch_result"
 fi
 
+# --- vdmabuf_loopback, out of tree ------------------------------------------------
+# The Vdmabuf RFC's user ABI (/dev/virtio-vdmabuf, /dev/vhost-vdmabuf) looped
+# back in one kernel, from tests/vdmabuf-loopback/; built in a copy of that
+# directory (so the tree stays clean), installed as updates/vdmabuf_loopback.ko.
+# The stamp records the kernel and a hash of the sources: a change rebuilds.
+vdl_src=$(cd "$here/../../tests/vdmabuf-loopback" && pwd)
+vdl_ko=/lib/modules/$kver/updates/vdmabuf_loopback.ko
+vdl_stamp=$vdl_ko.stamp
+vdl_want="$kver $kpkg_ver $(cd "$vdl_src" && sha256sum Kbuild Makefile ./*.c | sha256sum | cut -d' ' -f1)"
+if [[ -f $vdl_ko && -f $vdl_stamp && $(<"$vdl_stamp") == "$vdl_want" ]]; then
+    step vdmabuf_loopback "up to date"
+else
+    work=${work:-$(mktemp -d /tmp/qemu-sink-lab.XXXXXX)}
+    vdl_build=$work/vdmabuf-loopback
+    mkdir -p "$vdl_build"
+    cp "$vdl_src"/Kbuild "$vdl_src"/Makefile "$vdl_src"/*.c "$vdl_build"/
+    make -s -C "/lib/modules/$kver/build" M="$vdl_build" -j"$(nproc)" modules >/dev/null
+    strip --strip-debug "$vdl_build/vdmabuf_loopback.ko"
+    install -D -m 0644 "$vdl_build/vdmabuf_loopback.ko" "$vdl_ko"
+    echo "$vdl_want" >"$vdl_stamp"
+    depmod -a "$kver"
+    step vdmabuf_loopback "built"
+fi
+
 # --- virtme-ng ----------------------------------------------------------------------
 # The system Python is externally managed (PEP 668): install with the user-level
 # Python first on PATH (pyenv here), never with --break-system-packages.

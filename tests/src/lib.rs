@@ -19,6 +19,7 @@ pub mod drm_util;
 pub mod fake_qemu;
 pub mod lab;
 pub mod udmabuf;
+pub mod vdmabuf;
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);

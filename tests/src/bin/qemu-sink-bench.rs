@@ -158,19 +158,38 @@ fn png_capture((w, h): (u32, u32), rounds: u32) -> anyhow::Result<(f64, f64)> {
     Ok((ours, reference))
 }
 
+/// What to measure: frame sizes, frames per flood, the PNG frame.
+struct Plan {
+    sizes: &'static [(&'static str, (u32, u32))],
+    frames: u64,
+    png_size: (u32, u32),
+    png_rounds: u32,
+}
+
+impl Plan {
+    const QUICK: Plan = Plan {
+        sizes: &[("320x240", (320, 240))],
+        frames: 20,
+        png_size: (640, 480),
+        png_rounds: 2,
+    };
+    const FULL: Plan = Plan {
+        sizes: &[("1080p", (1920, 1080)), ("4K", (3840, 2160))],
+        frames: 120,
+        png_size: (3840, 2160),
+        png_rounds: 5,
+    };
+}
+
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (sizes, frames, png_size, png_rounds): (&[(&str, (u32, u32))], u64, (u32, u32), u32) =
-        if quick {
-            (&[("320x240", (320, 240))], 20, (640, 480), 2)
-        } else {
-            (
-                &[("1080p", (1920, 1080)), ("4K", (3840, 2160))],
-                120,
-                (3840, 2160),
-                5,
-            )
-        };
+    let plan = if quick { Plan::QUICK } else { Plan::FULL };
+    let Plan {
+        sizes,
+        frames,
+        png_size,
+        png_rounds,
+    } = plan;
     let memcpy = memcpy_bandwidth(
         if quick { 32 << 20 } else { 128 << 20 },
         if quick { 4 } else { 16 },
