@@ -6,6 +6,16 @@ use std::time::Duration;
 
 use dbus_interfaces::{DmabufScanout, Rect, Release};
 
+use crate::source::vdmabuf::VdmabufRelease;
+
+/// What lets a frame's buffer go: dropping it answers QEMU's `UpdateDMABUF`
+/// or RELEASEs a vdmabuf id. Nothing else releases a frame.
+#[derive(Debug)]
+pub enum FrameRelease {
+    Dbus(Release),
+    Vdmabuf(VdmabufRelease),
+}
+
 /// Now on CLOCK_MONOTONIC, as a duration since boot.
 pub fn monotonic_now() -> Duration {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -38,10 +48,11 @@ pub struct FrameRecord {
 pub enum DmabufEvent {
     /// A new scanout buffer (fds owned).
     Scanout(DmabufScanout),
-    /// The guest rewrote the buffer; dropping `release` answers QEMU.
+    /// The guest rewrote the buffer (or exported a new one); dropping
+    /// `release` lets the buffer go.
     Update {
         damage: Option<Rect>,
-        release: Release,
+        release: FrameRelease,
         record: FrameRecord,
     },
     /// No scanout until the next one.

@@ -12,7 +12,9 @@ use sink::attach::{attach, list_vms_on_bus, AttachOptions, Control};
 use sink::output::gl_capture::GlCapture;
 use sink::output::headless::{run_capture_with, CaptureOptions, CaptureSummary, Stopped};
 use sink::source::dbus::DbusSource;
+use sink::source::vdmabuf::VdmabufSource;
 use sink::state::Shared;
+use sink::state::StopReason;
 
 /// A host display sink for QEMU's `-display dbus`.
 #[derive(Parser, Debug)]
@@ -90,6 +92,10 @@ impl AttachArgs {
 struct CaptureArgs {
     #[command(flatten)]
     attach: AttachArgs,
+    /// Where frames come from: `dbus` (QEMU's -display dbus, the default) or
+    /// `vdmabuf[=NODE]` (export events; NODE defaults to /dev/vhost-vdmabuf).
+    #[arg(long, default_value = "dbus", value_parser = parse_source)]
+    source: Source,
     /// The PNG to write (replaced atomically on every change).
     #[arg(long)]
     out: PathBuf,
@@ -113,6 +119,23 @@ struct CaptureArgs {
     /// ratio kept; default: the guest's own size, 1:1.
     #[arg(long, value_parser = parse_size)]
     size: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Dbus,
+    Vdmabuf(PathBuf),
+}
+
+fn parse_source(s: &str) -> Result<Source, String> {
+    match s.split_once('=') {
+        None if s == "dbus" => Ok(Source::Dbus),
+        None if s == "vdmabuf" => Ok(Source::Vdmabuf(PathBuf::from(
+            sink::source::vdmabuf::DEFAULT_NODE,
+        ))),
+        Some(("vdmabuf", path)) if !path.is_empty() => Ok(Source::Vdmabuf(PathBuf::from(path))),
+        _ => Err(format!("{s:?}: expected dbus, vdmabuf or vdmabuf=PATH")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -198,12 +221,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut gl = GlCapture::new(options.render_device.clone(), options.size);
             gl.warm_up();
-            let _attached = attach(
-                &args.attach.options(),
-                Box::new(DbusSource::new(shared.clone())),
-                &shared,
-            )?;
+            let (mut _attached, mut reader) = (None, None);
+            match &args.source {
+                Source::Dbus => {
+                    _attached = Some(attach(
+                        &args.attach.options(),
+                        Box::new(DbusSource::new(shared.clone())),
+                        &shared,
+                    )?)
+                }
+                Source::Vdmabuf(node) => {
+                    reader = Some(VdmabufSource::open(node)?.spawn(shared.clone()));
+                }
+            }
             let summary = run_capture_with(&shared, &options, gl)?;
+            // Stop the sources, then let go of whatever they still queued:
+            // every vdmabuf id is released, also the ones never shown.
+            shared.stop(StopReason::Finished);
+            if let Some(reader) = reader {
+                let _ = reader.join();
+            }
+            shared.lock().dmabuf.clear();
             report(&summary, &options.out)
         }
         Command::Demo { out, seconds: secs } => {

@@ -15,6 +15,8 @@ pub enum StopReason {
     Signal(i32),
     /// QEMU closed the listener connection (it exited, or dropped us).
     Disconnected,
+    /// The output finished (frame count, timeout, settle): sources stop too.
+    Finished,
 }
 
 #[derive(Debug, Default)]

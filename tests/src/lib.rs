@@ -18,6 +18,7 @@ pub mod dmabuf;
 pub mod drm_util;
 pub mod fake_qemu;
 pub mod lab;
+pub mod sink_run;
 pub mod udmabuf;
 pub mod vdmabuf;
 

@@ -8,7 +8,6 @@
 //! Starts: dbus-daemon, a nested qemu-system-x86_64 (gl=on on vgem), the
 //! qemu-sink binary, the fake QEMU; udmabufs. Every test needs the lab.
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use capture::{read_png, RgbaFrame};
@@ -18,87 +17,9 @@ use sink::qmp::Qmp;
 use tests::drm_util::render_node_by_driver;
 use tests::fake_qemu::{BufferDesc, FakeQemu};
 use tests::lab::{require_lab, GlQemu};
-use tests::udmabuf::{assert_picture_eq, Udmabuf};
+use tests::sink_run::{opaque, wait_for_picture, Sink};
+use tests::udmabuf::Udmabuf;
 use tests::*;
-
-/// `qemu-sink capture` in the background, killed if the test fails. Its
-/// log is read as it comes (a full pipe would block the sink).
-struct Sink {
-    child: Option<Child>,
-    log: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Sink {
-    fn capture(out: &std::path::Path, bus: &str, vm: &str, extra: &[&str]) -> Sink {
-        let mut args = vec![
-            "capture",
-            "--out",
-            out.to_str().unwrap(),
-            "--bus",
-            bus,
-            "--vm",
-            vm,
-        ];
-        args.extend_from_slice(extra);
-        let mut command = sink_command(&args);
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("starting qemu-sink");
-        let mut stderr = child.stderr.take().expect("piped");
-        let log = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-            text
-        });
-        Sink {
-            child: Some(child),
-            log: Some(log),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn finish(mut self, mut child: Child) -> String {
-        let status = child.wait().unwrap();
-        let log = self.log.take().unwrap().join().unwrap();
-        assert!(status.success(), "qemu-sink failed ({status}): {log}");
-        log
-    }
-
-    fn stop(mut self) -> String {
-        let child = self.child.take().unwrap();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        self.finish(child)
-    }
-
-    fn wait(mut self, timeout: Duration) -> String {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + timeout;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = self.log.take().unwrap().join().unwrap();
-                panic!("qemu-sink ran past {timeout:?}: {log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.finish(child)
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn crop(frame: &RgbaFrame, (x, y, w, h): (u32, u32, u32, u32)) -> RgbaFrame {
     let mut out = RgbaFrame::default();
@@ -121,33 +42,6 @@ fn flipped(frame: &RgbaFrame) -> RgbaFrame {
     out
 }
 
-/// Composition output is opaque: compare RGB and expect alpha 255.
-fn opaque(frame: &RgbaFrame) -> RgbaFrame {
-    let mut out = frame.clone();
-    for px in out.pixels.chunks_exact_mut(4) {
-        px[3] = 255;
-    }
-    out
-}
-
-/// Waits until `path` holds exactly `want` (the sink rewrites it on change).
-fn wait_for_picture(what: &str, path: &std::path::Path, want: &RgbaFrame, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(got) = read_png(path) {
-            if got == *want {
-                return;
-            }
-            if Instant::now() > deadline {
-                assert_picture_eq(what, &got, want);
-            }
-        } else if Instant::now() > deadline {
-            panic!("{what}: {} never appeared", path.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 #[ignore = "needs the lab"]
 fn capture_of_a_gl_on_qemu_equals_its_screendump() {
@@ -157,7 +51,7 @@ fn capture_of_a_gl_on_qemu_equals_its_screendump() {
     let render_node = render_node_by_driver("vgem").expect("the vgem render node");
     let vm = GlQemu::on_bus(&dir, "gl-capture", &bus.plain_address, &render_node);
     let out = dir.path("gl.png");
-    let sink = Sink::capture(
+    let sink = Sink::capture_vm(
         &out,
         &bus.address,
         "gl-capture",
@@ -229,7 +123,7 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
     )
     .unwrap();
     let out = dir.path("fake.png");
-    let sink = Sink::capture(
+    let sink = Sink::capture_vm(
         &out,
         &bus.address,
         "fake-gl",
@@ -377,7 +271,7 @@ fn fake_qemu_cursor_over_a_letterboxed_dmabuf() {
     )
     .unwrap();
     let out = dir.path("cursor.png");
-    let sink = Sink::capture(
+    let sink = Sink::capture_vm(
         &out,
         &bus.address,
         "fake-cursor",
@@ -474,7 +368,7 @@ fn fake_qemu_thousand_frames_swapping_buffers_without_leaking_fds() {
     )
     .unwrap();
     let out = dir.path("swap.png");
-    let sink = Sink::capture(
+    let sink = Sink::capture_vm(
         &out,
         &bus.address,
         "fake-1000",
@@ -600,7 +494,7 @@ fn fake_qemu_scaled_to_another_size_matches_a_cpu_reference() {
     )
     .unwrap();
     let out = dir.path("scaled.png");
-    let sink = Sink::capture(
+    let sink = Sink::capture_vm(
         &out,
         &bus.address,
         "fake-scale",

@@ -13,7 +13,7 @@ use gl_renderer::{
 };
 
 use crate::dmabuf::{check_scanout, exporter, BufferKey, MOD_INVALID, MOD_LINEAR};
-use crate::frame::{monotonic_now, DmabufEvent, FrameRecord};
+use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
 
 /// Frame records kept: a day at 60 Hz would be 5 M; keep the recent ones.
 const MAX_RECORDS: usize = 1 << 16;
@@ -307,7 +307,7 @@ impl GlCapture {
     fn compose(
         &mut self,
         mut record: FrameRecord,
-        release: dbus_interfaces::Release,
+        release: FrameRelease,
     ) -> Result<bool, GlCaptureError> {
         let current = self.current.expect("checked by the caller");
         let (_, _, w, h) = current.rect;

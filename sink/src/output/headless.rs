@@ -175,7 +175,7 @@ pub fn run_capture_with(
             if let Some(reason) = state.stop {
                 break Some(match reason {
                     StopReason::Signal(sig) => Stopped::Signal(sig),
-                    StopReason::Disconnected => Stopped::Disconnected,
+                    StopReason::Disconnected | StopReason::Finished => Stopped::Disconnected,
                 });
             }
             if options.frames.is_some_and(|n| state.updates >= n) {

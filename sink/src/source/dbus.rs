@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use dbus_interfaces::{InvalidInput, ListenerEvent, ListenerHandler};
 
-use crate::frame::{monotonic_now, DmabufEvent, FrameRecord};
+use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
 use crate::state::{Shared, SinkState};
 
 /// Feeds listener messages into the shared state, in order, on the D-Bus
@@ -142,7 +142,7 @@ impl ListenerHandler for DbusSource {
                     state.next_frame_id += 1;
                     state.dmabuf.push_back(DmabufEvent::Update {
                         damage,
-                        release,
+                        release: FrameRelease::Dbus(release),
                         record,
                     });
                     changed(state);

@@ -1,0 +1,120 @@
+//! `qemu-sink capture` run in the background the way the lab tests need
+//! it: its log read as it comes (a full pipe would block the sink), killed if
+//! a test fails, and the PNG it keeps rewriting waited on.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use capture::{read_png, RgbaFrame};
+
+use crate::sink_command;
+use crate::udmabuf::assert_picture_eq;
+
+/// `qemu-sink capture` in the background, killed if the test fails. Its
+/// log is read as it comes (a full pipe would block the sink).
+pub struct Sink {
+    child: Option<Child>,
+    log: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Sink {
+    /// `qemu-sink capture --out OUT --bus BUS --vm VM EXTRA...`.
+    pub fn capture_vm(out: &Path, bus: &str, vm: &str, extra: &[&str]) -> Sink {
+        let mut args = vec!["--bus", bus, "--vm", vm];
+        args.extend_from_slice(extra);
+        Sink::capture(out, &args)
+    }
+
+    /// `qemu-sink capture --out OUT ARGS...`.
+    pub fn capture(out: &Path, args: &[&str]) -> Sink {
+        let mut all = vec!["capture", "--out", out.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        let mut command = sink_command(&all);
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("starting qemu-sink");
+        let mut stderr = child.stderr.take().expect("piped");
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
+        Sink {
+            child: Some(child),
+            log: Some(log),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn finish(mut self, mut child: Child) -> String {
+        let status = child.wait().unwrap();
+        let log = self.log.take().unwrap().join().unwrap();
+        assert!(status.success(), "qemu-sink failed ({status}): {log}");
+        log
+    }
+
+    /// SIGTERM, then its log (it must have exited 0).
+    pub fn stop(mut self) -> String {
+        let child = self.child.take().unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.finish(child)
+    }
+
+    /// Waits for it to exit by itself (0), at most `timeout`; its log.
+    pub fn wait(mut self, timeout: Duration) -> String {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = self.log.take().unwrap().join().unwrap();
+                panic!("qemu-sink ran past {timeout:?}: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.finish(child)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Composition output is opaque: compare RGB and expect alpha 255.
+pub fn opaque(frame: &RgbaFrame) -> RgbaFrame {
+    let mut out = frame.clone();
+    for px in out.pixels.chunks_exact_mut(4) {
+        px[3] = 255;
+    }
+    out
+}
+
+/// Waits until `path` holds exactly `want` (the sink rewrites it on change).
+pub fn wait_for_picture(what: &str, path: &Path, want: &RgbaFrame, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(got) = read_png(path) {
+            if got == *want {
+                return;
+            }
+            if Instant::now() > deadline {
+                assert_picture_eq(what, &got, want);
+            }
+        } else if Instant::now() > deadline {
+            panic!("{what}: {} never appeared", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
