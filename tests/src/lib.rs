@@ -15,7 +15,6 @@ use sink::vm::{start_qemu, Guard, PrivateBus, QemuConfig};
 pub use sink;
 
 pub mod dmabuf;
-pub mod drm_util;
 pub mod fake_qemu;
 pub mod lab;
 pub mod sink_run;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use capture::{read_png, RgbaFrame};
 use drm_fourcc::DrmFourcc;
 use serde_json::json;
+use sink::output::kms::{find_node, NodeKind};
 use sink::qmp::Qmp;
-use tests::drm_util::render_node_by_driver;
 use tests::fake_qemu::{BufferDesc, FakeQemu};
 use tests::lab::{require_lab, GlQemu};
 use tests::sink_run::{opaque, wait_for_picture, Sink};
@@ -48,7 +48,7 @@ fn capture_of_a_gl_on_qemu_equals_its_screendump() {
     require_lab();
     let dir = TempDir::new("lab-capture-gl");
     let bus = private_bus(&dir);
-    let render_node = render_node_by_driver("vgem").expect("the vgem render node");
+    let render_node = find_node(NodeKind::Render, "vgem").expect("the vgem render node");
     let vm = GlQemu::on_bus(&dir, "gl-capture", &bus.plain_address, &render_node);
     let out = dir.path("gl.png");
     let sink = Sink::capture_vm(

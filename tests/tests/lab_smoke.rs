@@ -7,7 +7,7 @@
 //! `#[ignore = "needs the lab"]`: a host `cargo test` lists them as ignored.
 
 use std::os::fd::AsFd;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use capture::{read_png, RgbaFrame};
@@ -17,18 +17,15 @@ use dbus_interfaces::{
     ListenerOptions,
 };
 use drm::buffer::DrmModifier;
-use drm::{Device as _, DriverCapability};
 use drm_fourcc::DrmFourcc;
 use gl_renderer::{
     Composition, DmabufDesc, DmabufPlane, ImportedImage, RenderDevice, Renderer, Source, Target,
 };
 use serde_json::json;
+use sink::output::kms::{self, Card, Committer, Dmabuf, Framebuffer, Pipe, PlaneConfig, Writeback};
+use sink::output::kms::{find_node, NodeKind};
 use sink::qmp::Qmp;
 use tests::dmabuf::{self, Layout};
-use tests::drm_util::{
-    find_writeback, render_node_by_driver, wait_page_flip, writeback, Card, DmabufFramebuffer,
-    Output,
-};
 use tests::lab::{self, require_lab, GlQemu};
 use tests::udmabuf::{self, assert_picture_eq, Udmabuf};
 use tests::{private_bus, TempDir};
@@ -38,107 +35,125 @@ const WRITEBACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// vkms flips at 60 Hz.
 const FLIP_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn monotonic_now() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .expect("CLOCK_MONOTONIC")
-        .into()
-}
+use sink::frame::monotonic_now;
 
 /// A udmabuf on the vkms primary plane (atomic modeset), a NONBLOCK flip to
 /// a second one with its page-flip event, a rewrite of the first in place
 /// and a flip back; after each, the writeback connector's capture equals
-/// the pattern exactly.
+/// the pattern exactly. Runs on the product's KMS layer
+/// (`sink::output::kms`); `lab_kms.rs` tests it in detail.
 #[test]
 #[ignore = "needs the lab"]
 fn vkms_scans_out_flips_and_writes_back_udmabufs() {
     require_lab();
-    let card = Card::open_by_driver("vkms").expect("the vkms card");
-    card.enable_atomic(true)
-        .expect("atomic and writeback client caps");
-    assert_eq!(
-        card.get_driver_capability(DriverCapability::MonotonicTimestamp)
-            .expect("DRM_CAP_TIMESTAMP_MONOTONIC"),
-        1,
+    let card = Arc::new(Card::open_by_driver("vkms").expect("the vkms card"));
+    assert!(
+        card.caps().monotonic_timestamp,
         "flip timestamps must be CLOCK_MONOTONIC"
     );
-    let output = Output::find(&card, "Virtual-").expect("a connected Virtual-* connector");
-    let wb = find_writeback(&card).expect("Writeback-1");
-    let (width, height) = output.size();
+    let pipe = Pipe::select(&card, None, None).expect("a connected Virtual-* connector");
+    assert!(pipe.name.starts_with("Virtual-"), "{}", pipe.name);
+    let mut writeback = Writeback::find(&card).expect("Writeback-1");
+    let (width, height) = pipe.size();
     eprintln!(
         "{}: {} {width}x{height}, CRTC {:?}, primary {:?}",
         card.path().display(),
-        output.name,
-        output.crtc,
-        output.primary
+        pipe.name,
+        pipe.crtc,
+        pipe.primary.handle
     );
 
     let fourcc = DrmFourcc::Xrgb8888;
     let mut front = Udmabuf::new(width, height, fourcc).expect("udmabuf A");
     let mut back = Udmabuf::new(width, height, fourcc).expect("udmabuf B");
-    let mut capture = Udmabuf::new(width, height, fourcc).expect("writeback udmabuf");
     front.fill(0).expect("frame 0");
     back.fill(1).expect("frame 1");
+    let import = |buffer: &Udmabuf, modifier| {
+        let layout = buffer.layout();
+        Framebuffer::import(
+            &card,
+            &Dmabuf {
+                width: layout.width,
+                height: layout.height,
+                fourcc: layout.fourcc,
+                modifier,
+                planes: vec![kms::DmabufPlane {
+                    fd: buffer.fd(),
+                    offset: layout.offset,
+                    stride: layout.stride,
+                }],
+            },
+        )
+    };
     // Both AddFB2 forms: with an explicit LINEAR modifier and without one.
     let fb_front =
-        DmabufFramebuffer::new(&card, front.fd(), front.layout(), Some(DrmModifier::Linear))
-            .expect("importing udmabuf A as a framebuffer (LINEAR)");
-    let fb_back = DmabufFramebuffer::new(&card, back.fd(), back.layout(), None)
+        import(&front, DrmModifier::Linear).expect("importing udmabuf A as a framebuffer (LINEAR)");
+    let fb_back = import(&back, DrmModifier::Invalid)
         .expect("importing udmabuf B as a framebuffer (plain AddFB2)");
-    let fb_capture = DmabufFramebuffer::new(
-        &card,
-        capture.fd(),
-        capture.layout(),
-        Some(DrmModifier::Linear),
-    )
-    .expect("importing the writeback udmabuf as a framebuffer");
+    let mut output = Committer::new(card.clone(), pipe).expect("taking over the pipe");
 
-    let mut shoot = |what: &str| {
-        // Junk first, so a writeback that writes nothing cannot pass.
-        capture.fill(99).expect("clearing the capture buffer");
-        let took = writeback(&card, wb, output.crtc, fb_capture.fb, WRITEBACK_TIMEOUT)
+    let mut shoot = |output: &mut Committer, what: &str| {
+        let t = Instant::now();
+        let picture = writeback
+            .capture(output, WRITEBACK_TIMEOUT)
             .unwrap_or_else(|err| panic!("writeback of {what}: {err}"));
-        eprintln!("writeback of {what}: out-fence after {took:?}");
-        capture.read().expect("reading the capture")
+        eprintln!("writeback of {what}: {:?}", t.elapsed());
+        picture
     };
 
     let t = Instant::now();
     output
-        .modeset(&card, fb_front.fb)
+        .modeset(&PlaneConfig::whole(&fb_front))
         .expect("atomic modeset with udmabuf A");
     eprintln!("modeset: {:?}", t.elapsed());
-    assert_picture_eq("vkms frame 0", &shoot("frame 0"), &front.expected(0));
+    assert_picture_eq(
+        "vkms frame 0",
+        &shoot(&mut output, "frame 0"),
+        &front.expected(0),
+    );
 
-    let flip_and_wait = |fb, what: &str| {
+    let flip_and_wait = |output: &mut Committer, fb: &Framebuffer, what: &str| {
         let t = Instant::now();
         output
-            .flip(&card, fb)
+            .flip(&PlaneConfig::whole(fb))
             .unwrap_or_else(|err| panic!("flip to {what}: {err}"));
-        let event = wait_page_flip(&card, FLIP_TIMEOUT)
+        let event = output
+            .wait_flip(FLIP_TIMEOUT)
             .unwrap_or_else(|err| panic!("flip to {what}: {err}"));
         let now = monotonic_now();
         eprintln!(
             "flip to {what}: event after {:?}, read {:?} after its timestamp (frame {})",
             t.elapsed(),
-            now.saturating_sub(event.duration),
-            event.frame
+            now.saturating_sub(event.time),
+            event.sequence
         );
-        assert_eq!(event.crtc, output.crtc, "the event names our CRTC");
+        assert_eq!(event.crtc, output.pipe().crtc, "the event names our CRTC");
         assert!(
-            event.duration <= now && now - event.duration < FLIP_TIMEOUT,
+            event.time <= now && now - event.time < FLIP_TIMEOUT,
             "flip timestamp {:?} is not a recent CLOCK_MONOTONIC time (now {now:?})",
-            event.duration
+            event.time
         );
     };
 
-    flip_and_wait(fb_back.fb, "udmabuf B");
-    assert_picture_eq("vkms frame 1", &shoot("frame 1"), &back.expected(1));
+    flip_and_wait(&mut output, &fb_back, "udmabuf B");
+    assert_picture_eq(
+        "vkms frame 1",
+        &shoot(&mut output, "frame 1"),
+        &back.expected(1),
+    );
 
     // A producer rewrites a buffer between frames: the next flip shows it.
     front.fill(2).expect("frame 2");
-    flip_and_wait(fb_front.fb, "udmabuf A, rewritten");
-    assert_picture_eq("vkms frame 2", &shoot("frame 2"), &front.expected(2));
+    flip_and_wait(&mut output, &fb_front, "udmabuf A, rewritten");
+    assert_picture_eq(
+        "vkms frame 2",
+        &shoot(&mut output, "frame 2"),
+        &front.expected(2),
+    );
 
-    drop((fb_front, fb_back, fb_capture));
+    // The console back, then the framebuffers go.
+    drop(output);
+    drop((fb_front, fb_back));
 }
 
 /// gl-renderer's DMA-BUF import on Mesa's software EGL device, in the lab:
@@ -347,7 +362,7 @@ fn nested_qemu_gl_sends_udmabuf_scanouts() {
     require_lab();
     let dir = TempDir::new("lab-gl");
     let bus = private_bus(&dir);
-    let render_node = render_node_by_driver("vgem").expect("the vgem render node");
+    let render_node = find_node(NodeKind::Render, "vgem").expect("the vgem render node");
     let t = Instant::now();
     let vm = GlQemu::on_bus(&dir, "lab-gl", &bus.plain_address, &render_node);
     eprintln!(

@@ -2,3 +2,4 @@
 
 pub mod gl_capture;
 pub mod headless;
+pub mod kms;

@@ -1,0 +1,604 @@
+//! Atomic commits on one pipe: the first a blocking modeset, then
+//! NONBLOCK flips with page-flip events (one in flight at a time), TEST_ONLY
+//! checks of a plane configuration, the kernel's flip events, and on
+//! shutdown the CRTC as it was before (or off).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drm::buffer::{DrmFourcc, DrmModifier};
+use drm::control::atomic::AtomicModeReq;
+use drm::control::{
+    crtc, property, AtomicCommitFlags, Device as ControlDevice, Event, Mode, ResourceHandle,
+};
+use nix::errno::Errno;
+
+use super::device::{Card, PropMap};
+use super::error::KmsError;
+use super::framebuffer::Framebuffer;
+use super::pipe::{describe, Pipe};
+use super::plane::Plane;
+
+/// A rectangle in whole pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: i32,
+    pub y: i32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Rect {
+    /// `width` x `height` at the origin.
+    pub fn of_size((width, height): (u32, u32)) -> Rect {
+        Rect {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+}
+
+/// What a plane shows: `src` of `fb` on the CRTC's `dst`. Different sizes
+/// mean scaling, which some planes (vkms') cannot do.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaneConfig<'a> {
+    pub fb: &'a Framebuffer,
+    pub src: Rect,
+    pub dst: Rect,
+}
+
+impl<'a> PlaneConfig<'a> {
+    /// All of `fb`, 1:1 at the CRTC's origin.
+    pub fn whole(fb: &'a Framebuffer) -> PlaneConfig<'a> {
+        PlaneConfig {
+            fb,
+            src: Rect::of_size(fb.size()),
+            dst: Rect::of_size(fb.size()),
+        }
+    }
+}
+
+/// A completed flip, from the kernel's event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlipEvent {
+    pub crtc: crtc::Handle,
+    /// The CRTC's vblank counter.
+    pub sequence: u32,
+    /// When the flip happened: CLOCK_MONOTONIC (see
+    /// [`Caps::monotonic_timestamp`](super::Caps)), as a duration since boot.
+    pub time: Duration,
+}
+
+/// What a TEST_ONLY commit said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestOutcome {
+    Accepted,
+    /// The plane does not list the framebuffer's format and modifier
+    /// (found without asking the kernel).
+    UnsupportedFormat {
+        fourcc: DrmFourcc,
+        modifier: DrmModifier,
+    },
+    /// The kernel refused the configuration (EINVAL, ERANGE, ...).
+    Rejected(Errno),
+}
+
+impl TestOutcome {
+    pub fn is_accepted(self) -> bool {
+        self == TestOutcome::Accepted
+    }
+}
+
+/// An atomic request under construction, with properties set by name.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    req: AtomicModeReq,
+    modeset: bool,
+}
+
+impl Request {
+    pub fn new() -> Request {
+        Request::default()
+    }
+
+    /// Sets `object`'s property `name` (looked up in `props`).
+    pub fn set<H: ResourceHandle>(
+        &mut self,
+        object: H,
+        props: &PropMap,
+        name: &str,
+        value: property::Value<'_>,
+    ) -> Result<&mut Request, KmsError> {
+        self.req.add_property(object, props.handle(name)?, value);
+        Ok(self)
+    }
+
+    /// Puts `config` on `plane` on `crtc`, or turns the plane off (`None`).
+    /// `SRC_*` are 16.16 fixed point; `CRTC_*` whole pixels.
+    pub fn plane(
+        &mut self,
+        plane: &Plane,
+        crtc: crtc::Handle,
+        config: Option<&PlaneConfig<'_>>,
+    ) -> Result<&mut Request, KmsError> {
+        use property::Value::{SignedRange, UnsignedRange};
+        let (p, h) = (&plane.props, plane.handle);
+        let Some(c) = config else {
+            self.set(h, p, "FB_ID", property::Value::Framebuffer(None))?;
+            return self.set(h, p, "CRTC_ID", property::Value::CRTC(None));
+        };
+        let fixed = |v: u32| UnsignedRange(u64::from(v) << 16);
+        let src_x = u32::try_from(c.src.x).unwrap_or(0);
+        let src_y = u32::try_from(c.src.y).unwrap_or(0);
+        self.set(
+            h,
+            p,
+            "FB_ID",
+            property::Value::Framebuffer(Some(c.fb.handle())),
+        )?;
+        self.set(h, p, "CRTC_ID", property::Value::CRTC(Some(crtc)))?;
+        self.set(h, p, "SRC_X", fixed(src_x))?;
+        self.set(h, p, "SRC_Y", fixed(src_y))?;
+        self.set(h, p, "SRC_W", fixed(c.src.width))?;
+        self.set(h, p, "SRC_H", fixed(c.src.height))?;
+        self.set(h, p, "CRTC_X", SignedRange(i64::from(c.dst.x)))?;
+        self.set(h, p, "CRTC_Y", SignedRange(i64::from(c.dst.y)))?;
+        self.set(h, p, "CRTC_W", UnsignedRange(u64::from(c.dst.width)))?;
+        self.set(h, p, "CRTC_H", UnsignedRange(u64::from(c.dst.height)))
+    }
+
+    /// Routes `pipe`'s connector to its CRTC and lights the CRTC with the
+    /// mode in blob `mode_blob`; the commit will need ALLOW_MODESET.
+    pub fn modeset(&mut self, pipe: &Pipe, mode_blob: u64) -> Result<&mut Request, KmsError> {
+        self.modeset = true;
+        let crtc = pipe.crtc;
+        self.set(
+            pipe.connector,
+            &pipe.connector_props,
+            "CRTC_ID",
+            property::Value::CRTC(Some(crtc)),
+        )?;
+        self.set(
+            crtc,
+            &pipe.crtc_props,
+            "MODE_ID",
+            property::Value::Blob(mode_blob),
+        )?;
+        self.set(
+            crtc,
+            &pipe.crtc_props,
+            "ACTIVE",
+            property::Value::Boolean(true),
+        )
+    }
+
+    /// Sets a pointer- or fd-valued property (`WRITEBACK_OUT_FENCE_PTR`,
+    /// `IN_FENCE_FD`) as its raw value.
+    pub fn set_raw<H: ResourceHandle>(
+        &mut self,
+        object: H,
+        props: &PropMap,
+        name: &str,
+        value: u64,
+    ) -> Result<&mut Request, KmsError> {
+        self.req
+            .add_raw_property(object.into(), props.handle(name)?, value);
+        Ok(self)
+    }
+
+    /// The commit changes routing or modes: it needs ALLOW_MODESET.
+    pub fn allow_modeset(&mut self) -> &mut Request {
+        self.modeset = true;
+        self
+    }
+}
+
+/// A mode blob we created, destroyed when dropped (the CRTC keeps its own
+/// reference while it uses the mode).
+struct ModeBlob<'a> {
+    card: &'a Card,
+    id: u64,
+}
+
+impl<'a> ModeBlob<'a> {
+    fn new(card: &'a Card, mode: &Mode) -> Result<ModeBlob<'a>, KmsError> {
+        match card
+            .create_property_blob(mode)
+            .map_err(card.err("DRM_IOCTL_MODE_CREATEPROPBLOB"))?
+        {
+            property::Value::Blob(id) => Ok(ModeBlob { card, id }),
+            other => Err(card.not_found(format!("a mode blob, not {other:?}"))),
+        }
+    }
+}
+
+impl Drop for ModeBlob<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.card.destroy_property_blob(self.id) {
+            tracing::warn!("DRM_IOCTL_MODE_DESTROYPROPBLOB {}: {err}", self.id);
+        }
+    }
+}
+
+/// The pipe as it was before us, to put back on shutdown.
+#[derive(Debug)]
+struct Saved {
+    mode: Option<Mode>,
+    active: bool,
+    connector_crtc: u64,
+    primary: Vec<(&'static str, u64)>,
+}
+
+const PLANE_STATE: [&str; 10] = [
+    "FB_ID", "CRTC_ID", "SRC_X", "SRC_Y", "SRC_W", "SRC_H", "CRTC_X", "CRTC_Y", "CRTC_W", "CRTC_H",
+];
+
+impl Saved {
+    fn read(card: &Card, pipe: &Pipe) -> Result<Saved, KmsError> {
+        let crtc = card
+            .get_crtc(pipe.crtc)
+            .map_err(card.err("DRM_IOCTL_MODE_GETCRTC"))?;
+        let crtc_props = PropMap::read(card, pipe.crtc)?;
+        let connector_props = PropMap::read(card, pipe.connector)?;
+        let plane_props = PropMap::read(card, pipe.primary.handle)?;
+        Ok(Saved {
+            mode: crtc.mode(),
+            active: crtc_props.value("ACTIVE") == Some(1),
+            connector_crtc: connector_props.value("CRTC_ID").unwrap_or(0),
+            primary: PLANE_STATE
+                .iter()
+                .filter_map(|&name| Some((name, plane_props.value(name)?)))
+                .collect(),
+        })
+    }
+}
+
+/// Submits `request` with `flags` (plus ALLOW_MODESET when it needs it).
+fn submit(card: &Card, request: Request, flags: AtomicCommitFlags) -> Result<(), KmsError> {
+    let mut flags = flags;
+    if request.modeset {
+        flags |= AtomicCommitFlags::ALLOW_MODESET;
+    }
+    card.atomic_commit(flags, request.req)
+        .map_err(card.err("DRM_IOCTL_MODE_ATOMIC"))
+}
+
+/// Commits on one pipe, tracking the one flip that may be in flight.
+#[derive(Debug)]
+pub struct Committer {
+    card: Arc<Card>,
+    pipe: Pipe,
+    /// We have lit the pipe (modeset done).
+    active: bool,
+    /// A NONBLOCK commit is in flight since then; its event is due.
+    pending: Option<Instant>,
+    saved: Saved,
+}
+
+impl Committer {
+    /// Takes over `pipe`, remembering what it shows now (for [`restore`]).
+    ///
+    /// [`restore`]: Committer::restore
+    pub fn new(card: Arc<Card>, pipe: Pipe) -> Result<Committer, KmsError> {
+        let saved = Saved::read(&card, &pipe)?;
+        tracing::debug!(
+            "{}: {} before us: {saved:?}",
+            card.path().display(),
+            pipe.name
+        );
+        Ok(Committer {
+            card,
+            pipe,
+            active: false,
+            pending: None,
+            saved,
+        })
+    }
+
+    pub fn card(&self) -> &Arc<Card> {
+        &self.card
+    }
+
+    pub fn pipe(&self) -> &Pipe {
+        &self.pipe
+    }
+
+    /// Is a flip in flight (its event not read yet)?
+    pub fn flip_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// [`KmsError::FlipPending`] while a flip is in flight.
+    pub fn check_idle(&self) -> Result<(), KmsError> {
+        match self.pending {
+            Some(_) => Err(KmsError::FlipPending {
+                device: self.card.path().to_owned(),
+                crtc: self.pipe.crtc.into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The request lighting the pipe with `primary` (the cursor off).
+    fn modeset_request(&self, blob: u64, primary: &PlaneConfig<'_>) -> Result<Request, KmsError> {
+        let mut req = Request::new();
+        req.modeset(&self.pipe, blob)?;
+        req.plane(&self.pipe.primary, self.pipe.crtc, Some(primary))?;
+        if let Some(cursor) = &self.pipe.cursor {
+            req.plane(cursor, self.pipe.crtc, None)?;
+        }
+        Ok(req)
+    }
+
+    /// The first commit: a blocking modeset (connector routed to the CRTC,
+    /// the mode, ACTIVE) with `primary` on the primary plane.
+    pub fn modeset(&mut self, primary: &PlaneConfig<'_>) -> Result<(), KmsError> {
+        self.check_idle()?;
+        let started = Instant::now();
+        let blob = ModeBlob::new(&self.card, &self.pipe.mode)?;
+        let req = self.modeset_request(blob.id, primary)?;
+        submit(&self.card, req, AtomicCommitFlags::empty())?;
+        self.active = true;
+        tracing::info!(
+            "{}: {} lit at {} in {:?}",
+            self.card.path().display(),
+            self.pipe.name,
+            describe(&self.pipe.mode),
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    /// Would the primary plane take `primary`? Checks the plane's formats,
+    /// then asks the kernel (TEST_ONLY; with the modeset before the first).
+    pub fn test(&self, primary: &PlaneConfig<'_>) -> Result<TestOutcome, KmsError> {
+        let (fourcc, modifier) = (primary.fb.fourcc(), primary.fb.modifier());
+        if !self.pipe.primary.supports(fourcc, modifier) {
+            return Ok(TestOutcome::UnsupportedFormat { fourcc, modifier });
+        }
+        if self.active {
+            let mut req = Request::new();
+            req.plane(&self.pipe.primary, self.pipe.crtc, Some(primary))?;
+            self.test_request(req)
+        } else {
+            let blob = ModeBlob::new(&self.card, &self.pipe.mode)?;
+            self.test_request(self.modeset_request(blob.id, primary)?)
+        }
+    }
+
+    /// A TEST_ONLY commit of `request`.
+    pub fn test_request(&self, request: Request) -> Result<TestOutcome, KmsError> {
+        match submit(&self.card, request, AtomicCommitFlags::TEST_ONLY) {
+            Ok(()) => Ok(TestOutcome::Accepted),
+            Err(err) => match err.errno().map(Errno::from_raw) {
+                Some(
+                    errno @ (Errno::EINVAL | Errno::ERANGE | Errno::ENOSPC | Errno::EOPNOTSUPP),
+                ) => Ok(TestOutcome::Rejected(errno)),
+                _ => Err(err),
+            },
+        }
+    }
+
+    /// Queues `primary` for the next vblank (NONBLOCK, with a page-flip
+    /// event). One flip at a time: read its event before the next.
+    pub fn flip(&mut self, primary: &PlaneConfig<'_>) -> Result<(), KmsError> {
+        let mut req = Request::new();
+        req.plane(&self.pipe.primary, self.pipe.crtc, Some(primary))?;
+        self.flip_request(req)
+    }
+
+    /// Queues `request` as a flip (NONBLOCK, page-flip event).
+    pub fn flip_request(&mut self, request: Request) -> Result<(), KmsError> {
+        self.check_idle()?;
+        if !self.active {
+            return Err(self.card.not_found(format!(
+                "{} is not lit yet: the first commit is a modeset",
+                self.pipe.name
+            )));
+        }
+        let flags = AtomicCommitFlags::NONBLOCK | AtomicCommitFlags::PAGE_FLIP_EVENT;
+        match submit(&self.card, request, flags) {
+            Ok(()) => {
+                self.pending = Some(Instant::now());
+                Ok(())
+            }
+            Err(err) => {
+                if err.errno() == Some(Errno::EBUSY as i32) {
+                    tracing::error!(
+                        "{}: EBUSY: a commit was in flight that flip tracking missed (a bug)",
+                        self.card.path().display()
+                    );
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// A blocking commit of `request` (e.g. a writeback), once no flip is
+    /// in flight.
+    pub fn commit(&mut self, request: Request) -> Result<(), KmsError> {
+        self.check_idle()?;
+        submit(&self.card, request, AtomicCommitFlags::empty())
+    }
+
+    /// Reads the card's page-flip events, waiting at most `timeout` for
+    /// the first. Our CRTC's event ends the flip in flight.
+    pub fn read_events(&mut self, timeout: Duration) -> Result<Vec<FlipEvent>, KmsError> {
+        if !self.card.wait_readable(timeout)? {
+            return Ok(Vec::new());
+        }
+        let events = self
+            .card
+            .receive_events()
+            .map_err(self.card.err("read (DRM events)"))?;
+        let mut flips = Vec::new();
+        for event in events {
+            match event {
+                Event::PageFlip(e) => {
+                    if e.crtc == self.pipe.crtc {
+                        if let Some(since) = self.pending.take() {
+                            tracing::trace!("flip done {:?} after the commit", since.elapsed());
+                        }
+                    }
+                    flips.push(FlipEvent {
+                        crtc: e.crtc,
+                        sequence: e.frame,
+                        time: e.duration,
+                    });
+                }
+                Event::Vblank(_) => {}
+                Event::Unknown(raw) => tracing::debug!("unknown DRM event ({} bytes)", raw.len()),
+            }
+        }
+        Ok(flips)
+    }
+
+    /// Waits (at most `timeout`) for the flip in flight to complete. Other
+    /// CRTCs' events read meanwhile are dropped: with several pipes on one
+    /// card, call [`Committer::read_events`] and route them instead.
+    pub fn wait_flip(&mut self, timeout: Duration) -> Result<FlipEvent, KmsError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let events = self.read_events(left)?;
+            if let Some(ours) = events.into_iter().find(|e| e.crtc == self.pipe.crtc) {
+                return Ok(ours);
+            }
+            if left.is_zero() {
+                return Err(KmsError::Timeout {
+                    device: self.card.path().to_owned(),
+                    what: "page-flip event",
+                    timeout,
+                });
+            }
+        }
+    }
+
+    /// Turns off every connector routed to our CRTC (ours, a writeback
+    /// connector) in `req`, as disabling the CRTC requires.
+    fn unroute_all(&self, req: &mut Request) -> Result<(), KmsError> {
+        let resources = self
+            .card
+            .resource_handles()
+            .map_err(self.card.err("DRM_IOCTL_MODE_GETRESOURCES"))?;
+        let ours = u64::from(u32::from(self.pipe.crtc));
+        for &handle in resources.connectors() {
+            let props = PropMap::read(&self.card, handle)?;
+            if props.value("CRTC_ID") == Some(ours) || handle == self.pipe.connector {
+                req.set(handle, &props, "CRTC_ID", property::Value::CRTC(None))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns the pipe off: planes off, connectors unrouted, CRTC inactive.
+    pub fn disable(&mut self) -> Result<(), KmsError> {
+        self.settle();
+        let mut req = Request::new();
+        req.allow_modeset();
+        self.unroute_all(&mut req)?;
+        let crtc = self.pipe.crtc;
+        req.set(
+            crtc,
+            &self.pipe.crtc_props,
+            "ACTIVE",
+            property::Value::Boolean(false),
+        )?;
+        req.set(
+            crtc,
+            &self.pipe.crtc_props,
+            "MODE_ID",
+            property::Value::Blob(0),
+        )?;
+        req.plane(&self.pipe.primary, crtc, None)?;
+        if let Some(cursor) = &self.pipe.cursor {
+            req.plane(cursor, crtc, None)?;
+        }
+        submit(&self.card, req, AtomicCommitFlags::empty())?;
+        self.active = false;
+        Ok(())
+    }
+
+    /// Puts back what the pipe showed before [`Committer::new`] (e.g. the
+    /// kernel's console); turns it off if that fails.
+    pub fn restore(&mut self) -> Result<(), KmsError> {
+        self.settle();
+        let saved = &self.saved;
+        let attempt = || -> Result<(), KmsError> {
+            let mut req = Request::new();
+            req.allow_modeset();
+            self.unroute_all(&mut req)?;
+            let connector_crtc = crtc_from_raw(saved.connector_crtc);
+            req.set(
+                self.pipe.connector,
+                &self.pipe.connector_props,
+                "CRTC_ID",
+                property::Value::CRTC(connector_crtc),
+            )?;
+            let blob = match (&saved.mode, saved.active) {
+                (Some(mode), true) => Some(ModeBlob::new(&self.card, mode)?),
+                _ => None,
+            };
+            let crtc = self.pipe.crtc;
+            let props = &self.pipe.crtc_props;
+            let mode_id = blob.as_ref().map_or(0, |b| b.id);
+            req.set(crtc, props, "MODE_ID", property::Value::Blob(mode_id))?;
+            req.set(
+                crtc,
+                props,
+                "ACTIVE",
+                property::Value::Boolean(blob.is_some()),
+            )?;
+            for &(name, value) in &saved.primary {
+                req.set_raw(
+                    self.pipe.primary.handle,
+                    &self.pipe.primary.props,
+                    name,
+                    value,
+                )?;
+            }
+            submit(&self.card, req, AtomicCommitFlags::empty())
+        };
+        match attempt() {
+            Ok(()) => {
+                self.active = false;
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "{}: restoring {}: {err}; turning it off",
+                    self.card.path().display(),
+                    self.pipe.name
+                );
+                self.disable()
+            }
+        }
+    }
+
+    /// Lets a flip in flight complete (a commit now would get EBUSY).
+    fn settle(&mut self) {
+        if self.pending.is_some() {
+            if let Err(err) = self.wait_flip(Duration::from_secs(1)) {
+                tracing::warn!("waiting for the last flip: {err}");
+                self.pending = None;
+            }
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        if self.active {
+            if let Err(err) = self.restore() {
+                tracing::warn!("{}: on shutdown: {err}", self.card.path().display());
+            }
+        }
+    }
+}
+
+/// A CRTC from a `CRTC_ID` property value (0: none).
+fn crtc_from_raw(raw: u64) -> Option<crtc::Handle> {
+    drm::control::from_u32(u32::try_from(raw).ok()?)
+}

@@ -1,0 +1,355 @@
+//! What an output drives: a connector (by name, as `--connector` gives it,
+//! or the first connected one), a mode (`WxH`, `WxH@Hz` or the preferred
+//! one), a CRTC the connector's encoders can drive, and that CRTC's primary
+//! and cursor planes, with their properties cached by name.
+
+use std::fmt;
+use std::str::FromStr;
+
+use drm::control::{
+    connector, crtc, Device as ControlDevice, Mode, ModeTypeFlags, PlaneType, ResourceHandles,
+};
+
+use super::device::{Card, PropMap};
+use super::error::KmsError;
+use super::plane::Plane;
+
+/// A mode as a user writes it: `1024x768` or `1024x768@60` (Hz rounded to
+/// the nearest integer, as the kernel reports `vrefresh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeSpec {
+    pub width: u16,
+    pub height: u16,
+    pub refresh: Option<u32>,
+}
+
+impl FromStr for ModeSpec {
+    type Err = KmsError;
+
+    fn from_str(s: &str) -> Result<ModeSpec, KmsError> {
+        let bad = || KmsError::BadModeSpec(s.to_owned());
+        let (size, refresh) = match s.split_once('@') {
+            Some((size, hz)) => {
+                let hz: f64 = hz.trim().parse().map_err(|_| bad())?;
+                if !(0.5..1000.0).contains(&hz) {
+                    return Err(bad());
+                }
+                (size, Some(hz.round() as u32))
+            }
+            None => (s, None),
+        };
+        let (w, h) = size.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+        let width: u16 = w.parse().map_err(|_| bad())?;
+        let height: u16 = h.parse().map_err(|_| bad())?;
+        if width == 0 || height == 0 {
+            return Err(bad());
+        }
+        Ok(ModeSpec {
+            width,
+            height,
+            refresh,
+        })
+    }
+}
+
+impl fmt::Display for ModeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)?;
+        match self.refresh {
+            Some(hz) => write!(f, "@{hz}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ModeSpec {
+    fn matches(&self, mode: &Mode) -> bool {
+        mode.size() == (self.width, self.height)
+            && self.refresh.is_none_or(|hz| mode.vrefresh() == hz)
+    }
+}
+
+/// `WxH@Hz` of a mode, for messages.
+pub fn describe(mode: &Mode) -> String {
+    let (w, h) = mode.size();
+    format!("{w}x{h}@{}", mode.vrefresh())
+}
+
+/// Picks a mode: the one `spec` names (preferred first, then the highest
+/// refresh), or without a spec the preferred one (else the first listed).
+fn pick_mode(modes: &[Mode], spec: Option<&ModeSpec>) -> Option<Mode> {
+    let preferred = |m: &Mode| m.mode_type().contains(ModeTypeFlags::PREFERRED);
+    match spec {
+        Some(spec) => modes
+            .iter()
+            .filter(|m| spec.matches(m))
+            .max_by_key(|m| (preferred(m), m.vrefresh()))
+            .copied(),
+        None => modes
+            .iter()
+            .find(|m| preferred(m))
+            .or(modes.first())
+            .copied(),
+    }
+}
+
+/// One display pipe: connector → CRTC → planes, and the mode to drive.
+#[derive(Debug, Clone)]
+pub struct Pipe {
+    pub connector: connector::Handle,
+    /// The kernel's name, e.g. `Virtual-2`, `HDMI-A-1`.
+    pub name: String,
+    pub crtc: crtc::Handle,
+    pub mode: Mode,
+    pub primary: Plane,
+    pub cursor: Option<Plane>,
+    pub connector_props: PropMap,
+    pub crtc_props: PropMap,
+}
+
+impl Pipe {
+    /// Selects the connector `connector` (its name, e.g. `Virtual-2`) or
+    /// the first connected one, its mode (`mode`, or the preferred one), a
+    /// CRTC for it (the one driving it now if any, else a free one) and
+    /// the CRTC's planes. Force-probes the connectors (once, at start).
+    pub fn select(
+        card: &Card,
+        connector: Option<&str>,
+        mode: Option<&ModeSpec>,
+    ) -> Result<Pipe, KmsError> {
+        let resources = card
+            .resource_handles()
+            .map_err(card.err("DRM_IOCTL_MODE_GETRESOURCES"))?;
+        let mut infos = Vec::new();
+        for &handle in resources.connectors() {
+            let info = card
+                .get_connector(handle, true)
+                .map_err(card.err("DRM_IOCTL_MODE_GETCONNECTOR"))?;
+            if info.interface() != connector::Interface::Writeback {
+                infos.push(info);
+            }
+        }
+        let names = || {
+            infos
+                .iter()
+                .map(|i| format!("{i} ({:?})", i.state()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let info = match connector {
+            Some(name) => infos
+                .iter()
+                .find(|i| i.to_string() == name)
+                .ok_or_else(|| {
+                    card.not_found(format!("no connector {name} (there are: {})", names()))
+                })?,
+            None => infos
+                .iter()
+                .find(|i| i.state() == connector::State::Connected)
+                .ok_or_else(|| card.not_found(format!("no connected connector ({})", names())))?,
+        };
+        let name = info.to_string();
+        if info.state() != connector::State::Connected {
+            return Err(card.not_found(format!("{name} is {:?}", info.state())));
+        }
+        let mode = pick_mode(info.modes(), mode).ok_or_else(|| {
+            let modes: Vec<String> = info.modes().iter().map(describe).collect();
+            card.not_found(format!(
+                "{name} has no mode {} (modes: {})",
+                mode.map_or("at all".into(), |m| m.to_string()),
+                modes.join(", ")
+            ))
+        })?;
+        let crtc = pick_crtc(card, &resources, info)?
+            .ok_or_else(|| card.not_found(format!("no CRTC can drive {name}")))?;
+        let (primary, cursor) = planes_for(card, &resources, crtc)?;
+        let primary =
+            primary.ok_or_else(|| card.not_found(format!("no primary plane for {crtc:?}")))?;
+        let pipe = Pipe {
+            connector: info.handle(),
+            name,
+            crtc,
+            mode,
+            primary,
+            cursor,
+            connector_props: PropMap::read(card, info.handle())?,
+            crtc_props: PropMap::read(card, crtc)?,
+        };
+        tracing::info!(
+            "{}: {} {} on {:?}, primary {:?}, cursor {:?}",
+            card.path().display(),
+            pipe.name,
+            describe(&pipe.mode),
+            pipe.crtc,
+            pipe.primary.handle,
+            pipe.cursor.as_ref().map(|c| c.handle)
+        );
+        Ok(pipe)
+    }
+
+    /// The mode's size in pixels.
+    pub fn size(&self) -> (u32, u32) {
+        let (w, h) = self.mode.size();
+        (u32::from(w), u32::from(h))
+    }
+}
+
+/// The CRTC driving `info` now, else the first possible one that no other
+/// connector uses, else the first possible one.
+fn pick_crtc(
+    card: &Card,
+    resources: &ResourceHandles,
+    info: &connector::Info,
+) -> Result<Option<crtc::Handle>, KmsError> {
+    let mut possible = Vec::new();
+    for &handle in info.encoders() {
+        let encoder = card
+            .get_encoder(handle)
+            .map_err(card.err("DRM_IOCTL_MODE_GETENCODER"))?;
+        if info.current_encoder() == Some(handle) {
+            if let Some(crtc) = encoder.crtc() {
+                return Ok(Some(crtc));
+            }
+        }
+        for crtc in resources.filter_crtcs(encoder.possible_crtcs()) {
+            if !possible.contains(&crtc) {
+                possible.push(crtc);
+            }
+        }
+    }
+    let mut busy = Vec::new();
+    for &handle in resources.encoders() {
+        if let Ok(Some(crtc)) = card.get_encoder(handle).map(|e| e.crtc()) {
+            busy.push(crtc);
+        }
+    }
+    Ok(possible
+        .iter()
+        .find(|c| !busy.contains(c))
+        .or(possible.first())
+        .copied())
+}
+
+/// The primary and cursor planes that can sit on `crtc` (preferring the
+/// ones on it now).
+fn planes_for(
+    card: &Card,
+    resources: &ResourceHandles,
+    crtc: crtc::Handle,
+) -> Result<(Option<Plane>, Option<Plane>), KmsError> {
+    let mut found: [Option<(bool, Plane)>; 2] = [None, None];
+    let handles = card
+        .plane_handles()
+        .map_err(card.err("DRM_IOCTL_MODE_GETPLANERESOURCES"))?;
+    for handle in handles {
+        let info = card
+            .get_plane(handle)
+            .map_err(card.err("DRM_IOCTL_MODE_GETPLANE"))?;
+        if !resources
+            .filter_crtcs(info.possible_crtcs())
+            .contains(&crtc)
+        {
+            continue;
+        }
+        let plane = Plane::read(card, handle)?;
+        let slot = match plane.kind {
+            PlaneType::Primary => &mut found[0],
+            PlaneType::Cursor => &mut found[1],
+            PlaneType::Overlay => continue,
+        };
+        let on_crtc = info.crtc() == Some(crtc);
+        if slot.as_ref().is_none_or(|(was_on, _)| on_crtc && !was_on) {
+            *slot = Some((on_crtc, plane));
+        }
+    }
+    let [primary, cursor] = found.map(|slot| slot.map(|(_, plane)| plane));
+    Ok((primary, cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mode_specs() {
+        let spec = |s: &str| s.parse::<ModeSpec>();
+        assert_eq!(
+            spec("1024x768").unwrap(),
+            ModeSpec {
+                width: 1024,
+                height: 768,
+                refresh: None
+            }
+        );
+        assert_eq!(spec("1920X1080@60").unwrap().refresh, Some(60));
+        assert_eq!(spec("1920x1080@59.94").unwrap().refresh, Some(60));
+        assert_eq!(spec("1280x800@75").unwrap().to_string(), "1280x800@75");
+        for bad in [
+            "",
+            "1024",
+            "x768",
+            "1024x",
+            "0x768",
+            "1024x0",
+            "1024x768@",
+            "1024x768@0",
+            "1024x768@abc",
+            "1024x768@-60",
+            "99999x1",
+            "1024*768",
+            "1024x768@60@60",
+        ] {
+            assert!(spec(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(
+            spec("axb").unwrap_err().to_string(),
+            "mode \"axb\" is not WxH or WxH@Hz"
+        );
+    }
+
+    fn mode(w: u16, h: u16, hz: u32, preferred: bool) -> Mode {
+        Mode::from(drm_ffi::drm_mode_modeinfo {
+            hdisplay: w,
+            vdisplay: h,
+            vrefresh: hz,
+            type_: if preferred {
+                drm_ffi::DRM_MODE_TYPE_PREFERRED
+            } else {
+                0
+            },
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn picks_modes() {
+        let modes = [
+            mode(1920, 1080, 60, false),
+            mode(1024, 768, 60, true),
+            mode(1024, 768, 75, false),
+            mode(1920, 1080, 75, false),
+        ];
+        let pick = |s: Option<&str>| {
+            let spec = s.map(|s| s.parse::<ModeSpec>().unwrap());
+            pick_mode(&modes, spec.as_ref()).map(|m| describe(&m))
+        };
+        assert_eq!(
+            pick(None).as_deref(),
+            Some("1024x768@60"),
+            "the preferred one"
+        );
+        assert_eq!(pick(Some("1024x768")).as_deref(), Some("1024x768@60"));
+        assert_eq!(pick(Some("1920x1080")).as_deref(), Some("1920x1080@75"));
+        assert_eq!(pick(Some("1024x768@75")).as_deref(), Some("1024x768@75"));
+        assert_eq!(pick(Some("1024x768@74.9")).as_deref(), Some("1024x768@75"));
+        assert_eq!(pick(Some("800x600")), None);
+        assert_eq!(pick(Some("1024x768@50")), None);
+        assert_eq!(
+            pick_mode(&modes[..1], None)
+                .map(|m| describe(&m))
+                .as_deref(),
+            Some("1920x1080@60")
+        );
+        assert_eq!(pick_mode(&[], None), None);
+    }
+}
