@@ -232,6 +232,18 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
         "the last good frame stays"
     );
 
+    // Disable: black until the next scanout, and the imports are let go
+    // (the next scanout of the same buffer is imported anew).
+    listener.listener().disable().unwrap();
+    let mut black = RgbaFrame::default();
+    black.reset(last_good.width, last_good.height);
+    wait_for_picture("disabled", &out, &black, timeout);
+    listener
+        .scanout_dmabuf(buffer.fd(), xrgb(64, 48), false)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
+    wait_for_picture("after disable", &out, &opaque(&buffer.expected(1)), timeout);
+
     for answer in &listener.answers {
         assert!(
             answer.ok && answer.latency() < Duration::from_secs(1),
@@ -246,8 +258,9 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
     );
     assert!(log.contains("not importable"), "{log}");
     // Five distinct good buffers: the first, the big one (sent as v2 and
-    // again as v1), three formats. Re-sent buffers are not imported again.
-    assert_eq!(log.matches("imported DMA-BUF inode").count(), 5, "{log}");
+    // again as v1), three formats; re-sent buffers are not imported again,
+    // except the first once more after the Disable.
+    assert_eq!(log.matches("imported DMA-BUF inode").count(), 6, "{log}");
     assert!(
         !log.contains("deadline"),
         "no release by the watchdog: {log}"

@@ -137,8 +137,10 @@ impl GlCapture {
         )
     }
 
+    /// Whether there is a picture: a composed frame, or black after a
+    /// `Disable` (until the next scanout).
     pub fn has_frame(&self) -> bool {
-        self.current.is_some() && self.frame.width > 0
+        self.frame.width > 0
     }
 
     /// Brings EGL up now, before QEMU is attached: a cold start takes
@@ -179,8 +181,10 @@ impl GlCapture {
             match event {
                 DmabufEvent::Scanout(scanout) => self.scanout(scanout)?,
                 DmabufEvent::Disable => {
+                    // QEMU let go of its scanout: so do we, fds and images.
                     self.current = None;
                     self.frame.reset(self.frame.width, self.frame.height);
+                    self.free_imports();
                 }
                 DmabufEvent::Update {
                     release,
@@ -292,6 +296,14 @@ impl GlCapture {
         Ok(renderer.import(&desc)?)
     }
 
+    fn free_imports(&mut self) {
+        if let Some(renderer) = self.renderer.as_mut() {
+            for cached in self.cache.drain(..) {
+                renderer.release_image(cached.image);
+            }
+        }
+    }
+
     fn finish(&mut self, record: FrameRecord) {
         if self.records.len() == MAX_RECORDS {
             self.records.pop_front();
@@ -373,13 +385,9 @@ fn first_draw(renderer: &mut Renderer) -> Result<(), gl_renderer::RenderError> {
 
 impl Drop for GlCapture {
     fn drop(&mut self) {
-        if let Some(renderer) = self.renderer.as_mut() {
-            for cached in self.cache.drain(..) {
-                renderer.release_image(cached.image);
-            }
-            if let Some(target) = self.target.take() {
-                renderer.destroy_target(target);
-            }
+        self.free_imports();
+        if let (Some(renderer), Some(target)) = (self.renderer.as_mut(), self.target.take()) {
+            renderer.destroy_target(target);
         }
     }
 }
