@@ -26,7 +26,7 @@ struct FakeQemu {
     _sink: zbus::blocking::Connection,
     output: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Drop for FakeQemu {
@@ -69,7 +69,7 @@ impl FakeQemu {
             _sink: sink,
             output: Some(output),
             shared: shared.clone(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -296,4 +296,34 @@ fn cursor_define_and_mouse_set_are_composited_with_cursor_on() {
     qemu.barrier();
     assert!(shared.lock().surface.render(&mut frame, true));
     assert_eq!(px(&frame, 4, 5), [0, 0, 0]);
+}
+
+#[test]
+fn disable_writes_a_black_picture_until_the_next_scanout() {
+    let shared = Arc::new(Shared::default());
+    let qemu = FakeQemu::connect(&shared);
+    let listener = qemu.listener();
+    let png = qemu.dir.path("edge.png");
+    let wait_for = |rgb: [u8; 3]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(frame) = capture::read_png(&png) {
+                if frame.pixels.chunks_exact(4).all(|p| p[..3] == rgb) {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the PNG never became {rgb:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    listener
+        .scanout(4, 4, 16, PIXMAN_X8R8G8B8, Bytes::new(&[0xff; 64]))
+        .unwrap();
+    wait_for([0xff; 3]);
+    listener.disable().unwrap();
+    wait_for([0; 3]);
+    listener
+        .scanout(4, 4, 16, PIXMAN_X8R8G8B8, Bytes::new(&[0x80; 64]))
+        .unwrap();
+    wait_for([0x80; 3]);
 }

@@ -203,7 +203,9 @@ pub fn run_capture_with(
         std::mem::swap(&mut batch, &mut state.dmabuf);
         // Render 2D under the lock (one pass over the pixels); DMA-BUFs and
         // PNG encoding outside it.
-        let surface_changed = state.generation != seen_generation && batch.is_empty();
+        // (A DMA-BUF batch moves the generation too; without a 2D surface
+        // the render below is a no-op that returns false.)
+        let surface_changed = state.generation != seen_generation;
         seen_generation = state.generation;
         if surface_changed && state.surface.render(&mut frame, options.cursor) {
             showing = Showing::Surface;
