@@ -24,7 +24,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
-        default_value = "info,zbus=warn",
+        default_value = "info,zbus=error",
         env = "QEMU_SINK_LOG"
     )]
     log: String,
