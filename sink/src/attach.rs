@@ -274,10 +274,20 @@ fn watch_console_size(console: ConsoleProxyBlocking<'static>, shared: Arc<Shared
     std::thread::Builder::new()
         .name("console-size".into())
         .spawn(move || {
+            // Subscribe first, then read the current size afresh, so that a
+            // change between the two is not lost.
             let Ok(changes) = properties.receive_properties_changed() else {
                 return;
             };
-            let (mut width, mut height) = (console.width().ok(), console.height().ok());
+            let read = |name: &str| {
+                let interface = "org.qemu.Display1.Console".try_into().expect("valid name");
+                properties
+                    .get(interface, name)
+                    .ok()
+                    .and_then(|v| u32::try_from(&*v).ok())
+            };
+            let (mut width, mut height) = (read("Width"), read("Height"));
+            apply_console_size(&shared, width, height);
             for change in changes {
                 let Ok(args) = change.args() else { continue };
                 let get = |name: &str| {
@@ -287,19 +297,22 @@ fn watch_console_size(console: ConsoleProxyBlocking<'static>, shared: Arc<Shared
                 };
                 width = get("Width").or(width);
                 height = get("Height").or(height);
-                if let (Some(w), Some(h)) = (width, height) {
-                    if dbus_interfaces::validate::check_size(w, h).is_ok() {
-                        shared.modify(|s| {
-                            if s.surface.size().is_some_and(|size| size != (w, h)) {
-                                s.surface.resize(w, h);
-                                s.generation += 1;
-                            }
-                        });
-                    }
-                }
+                apply_console_size(&shared, width, height);
             }
         })
         .expect("spawning a thread");
+}
+
+fn apply_console_size(shared: &Shared, width: Option<u32>, height: Option<u32>) {
+    if let (Some(w), Some(h)) = (width, height) {
+        if dbus_interfaces::validate::check_size(w, h).is_ok() {
+            shared.modify(|s| {
+                if s.surface.set_console_size(w, h) {
+                    s.generation += 1;
+                }
+            });
+        }
+    }
 }
 
 fn watch_disconnect(listener: Connection, shared: Arc<Shared>) {

@@ -5,6 +5,7 @@ pub mod attach;
 pub mod demo;
 pub mod dmabuf;
 pub mod frame;
+pub mod latency;
 pub mod output;
 pub mod qmp;
 pub mod signals;

@@ -28,6 +28,8 @@ pub struct SinkState {
     pub updates: u64,
     /// Messages dropped for bad input.
     pub rejected: u64,
+    /// `UpdateDMABUF`s answered by the listener's deadline, not a release.
+    pub deadline_answers: u64,
     /// DMA-BUF events the output has not taken yet, in order.
     pub dmabuf: VecDeque<DmabufEvent>,
     /// Frame ids for the timestamp records.

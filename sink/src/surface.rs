@@ -54,6 +54,9 @@ pub struct Surface {
     size: Option<(u32, u32)>,
     cursor: Option<CursorImage>,
     pointer: Option<(i32, i32)>,
+    /// The console's `Width`/`Height` as last announced on the bus: it may
+    /// come before or after the updates that need it (both orders seen).
+    console_size: Option<(u32, u32)>,
 }
 
 impl Default for Surface {
@@ -63,6 +66,7 @@ impl Default for Surface {
             size: None,
             cursor: None,
             pointer: None,
+            console_size: None,
         }
     }
 }
@@ -111,7 +115,13 @@ impl Surface {
         let right = x + pixels.layout.width;
         let bottom = y + pixels.layout.height;
         if right > width || bottom > height {
-            self.resize(width.max(right), height.max(bottom));
+            // The console's announced size, if it holds the update; else
+            // just large enough.
+            let size = match self.console_size {
+                Some((w, h)) if right <= w && bottom <= h => (w, h),
+                _ => (width.max(right), height.max(bottom)),
+            };
+            self.resize(size.0, size.1);
         }
         let Pixmap::Owned { layout, data } = &mut self.pixmap else {
             unreachable!("make_owned leaves an owned pixmap");
@@ -143,6 +153,18 @@ impl Surface {
     /// Blank until the next scanout.
     pub fn disable(&mut self) {
         self.pixmap = Pixmap::Blank;
+    }
+
+    /// The console announced its size (`Width`/`Height`): remembered for
+    /// updates that outgrow the surface, and applied to a surface that has
+    /// a different size. True when the surface changed.
+    pub fn set_console_size(&mut self, width: u32, height: u32) -> bool {
+        self.console_size = Some((width, height));
+        if self.size.is_some_and(|size| size != (width, height)) {
+            self.resize(width, height);
+            return self.size == Some((width, height));
+        }
+        false
     }
 
     /// The console's size changed (its `Width`/`Height` properties): keep
@@ -333,6 +355,29 @@ mod tests {
         let f = rendered(&s);
         assert_eq!((f.width, f.height), (6, 5));
         assert_eq!(rgb_at(&f, 0, 0), [1, 1, 1]);
+    }
+
+    #[test]
+    fn the_announced_console_size_wins_in_either_order() {
+        // Announced before the growing updates: they grow to it at once.
+        let mut s = Surface::default();
+        s.set_console_size(6, 5);
+        let (layout, data) = xrgb(4, 4, |_, _| 0);
+        s.scanout(&Pixels::new(layout, &data).unwrap());
+        let (layout, data) = xrgb(6, 1, |_, _| 0);
+        s.update(0, 0, &Pixels::new(layout, &data).unwrap())
+            .unwrap();
+        assert_eq!(s.size(), Some((6, 5)));
+        // Announced after: the grown surface is cut to it.
+        let mut s = Surface::default();
+        let (layout, data) = xrgb(4, 4, |_, _| 0);
+        s.scanout(&Pixels::new(layout, &data).unwrap());
+        let (layout, data) = xrgb(6, 1, |_, _| 0);
+        s.update(0, 0, &Pixels::new(layout, &data).unwrap())
+            .unwrap();
+        assert_eq!(s.size(), Some((6, 4)));
+        assert!(s.set_console_size(6, 3));
+        assert_eq!(s.size(), Some((6, 3)));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use gl_renderer::{
 
 use crate::dmabuf::{check_scanout, exporter, BufferKey, MOD_INVALID, MOD_LINEAR};
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
+use crate::latency::LatencyStats;
 
 /// Frame records kept: a day at 60 Hz would be 5 M; keep the recent ones.
 const MAX_RECORDS: usize = 1 << 16;
@@ -61,6 +62,8 @@ pub struct GlCapture {
     /// Finished frames, oldest first, the last [`MAX_RECORDS`] (latency
     /// mode reads them).
     pub records: std::collections::VecDeque<FrameRecord>,
+    /// Every frame's stage intervals, in histograms.
+    pub stats: LatencyStats,
     pub rejected: u64,
 }
 
@@ -76,6 +79,7 @@ impl GlCapture {
             uses: 0,
             frame: RgbaFrame::default(),
             records: std::collections::VecDeque::new(),
+            stats: LatencyStats::default(),
             rejected: 0,
         }
     }
@@ -84,36 +88,20 @@ impl GlCapture {
     /// the message to its release and from re-bind to the GPU's fence
     /// (median and p99), or `None` before the first.
     pub fn summary(&self) -> Option<String> {
-        let micros = |f: &dyn Fn(&FrameRecord) -> Option<Duration>| {
-            let mut v: Vec<u128> = self
-                .records
-                .iter()
-                .filter_map(f)
-                .map(|d| d.as_micros())
-                .collect();
-            v.sort_unstable();
-            let at = |q: f64| {
-                v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-                    .copied()
-                    .unwrap_or(0)
-            };
-            (at(0.5), at(0.99))
-        };
-        let skipped = self.records.iter().filter(|r| r.skipped).count();
-        let composed = self.records.len() - skipped;
-        if self.records.is_empty() {
+        if self.stats.received == 0 {
             return None;
         }
-        let release = micros(&|r| r.released.map(|t| t.saturating_sub(r.received)));
-        let compose = micros(&|r| {
-            r.committed
-                .zip(r.imported)
-                .map(|(c, i)| c.saturating_sub(i))
-        });
+        let release = self.stats.stage("receive→release").expect("a known stage");
+        let compose = self.stats.stage("import→commit").expect("a known stage");
         Some(format!(
-            "DMA-BUF frames: {composed} composed, {skipped} skipped; message to release \
+            "DMA-BUF frames: {} composed, {} skipped; message to release \
              median {} us, p99 {} us; re-bind to fence median {} us, p99 {} us",
-            release.0, release.1, compose.0, compose.1
+            self.stats.shown,
+            self.stats.skipped,
+            release.median,
+            release.p99,
+            compose.median,
+            compose.p99
         ))
     }
 
@@ -305,6 +293,7 @@ impl GlCapture {
     }
 
     fn finish(&mut self, record: FrameRecord) {
+        self.stats.record(&record);
         if self.records.len() == MAX_RECORDS {
             self.records.pop_front();
         }

@@ -231,6 +231,7 @@ pub fn run_capture_with(
     std::mem::swap(&mut batch, &mut state.dmabuf);
     let have_surface = state.surface.render(&mut frame, options.cursor);
     let (updates, rejected) = (state.updates, state.rejected);
+    gl.stats.deadline_answers = state.deadline_answers;
     drop(state);
     if !batch.is_empty() && gl.handle(&mut batch)? {
         showing = Showing::Dmabuf;
@@ -241,6 +242,7 @@ pub fn run_capture_with(
     }
     if let Some(line) = gl.summary() {
         tracing::info!("{line}");
+        tracing::info!("DMA-BUF frame stages:\n{}", gl.stats.table());
     }
     Ok(CaptureSummary {
         pngs_written: writer.pngs_written,

@@ -159,4 +159,8 @@ impl ListenerHandler for DbusSource {
     fn rejected(&mut self, _member: &'static str, _why: &InvalidInput) {
         self.shared.modify(|state| state.rejected += 1);
     }
+
+    fn release_deadline_passed(&mut self) {
+        self.shared.modify(|state| state.deadline_answers += 1);
+    }
 }
