@@ -30,7 +30,11 @@ impl Sink {
     pub fn capture(out: &Path, args: &[&str]) -> Sink {
         let mut all = vec!["capture", "--out", out.to_str().expect("utf-8 path")];
         all.extend_from_slice(args);
-        let mut command = sink_command(&all);
+        Sink::spawn(sink_command(&all))
+    }
+
+    /// Any `qemu-sink` command line (see [`sink_command`]), in the background.
+    pub fn spawn(mut command: std::process::Command) -> Sink {
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("starting qemu-sink");
         let mut stderr = child.stderr.take().expect("piped");

@@ -4,59 +4,14 @@
 //!
 //! Starts: dbus-daemon, qemu-system-x86_64 (TCG), the qemu-sink binary.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use capture::read_png;
+use tests::sink_run::Sink;
 use tests::*;
 
 const SINK_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A `qemu-sink capture` running in the background; killed if the test fails.
-struct SinkRun(Option<Child>);
-
-impl SinkRun {
-    fn start(mut command: Command) -> SinkRun {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        SinkRun(Some(command.spawn().expect("starting qemu-sink")))
-    }
-
-    /// Waits for it to exit by itself (`--settle`), expecting success.
-    fn finish(mut self) -> String {
-        let child = self.0.take().expect("running");
-        let pid = child.id();
-        let watchdog = std::thread::spawn(move || {
-            std::thread::sleep(SINK_TIMEOUT);
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        });
-        let output = child.wait_with_output().expect("waiting for qemu-sink");
-        drop(watchdog);
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(
-            output.status.success(),
-            "qemu-sink failed: {}\n{stderr}",
-            output.status
-        );
-        stderr
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = self.0.as_ref().expect("running").id();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
-    }
-}
-
-impl Drop for SinkRun {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Captures `vm` until its frozen screen settles and compares with the
 /// screendump. Returns the sink's log.
@@ -83,9 +38,9 @@ fn capture_and_compare(
     for (k, v) in env {
         command.env(k, v);
     }
-    let sink = SinkRun::start(command);
+    let sink = Sink::spawn(command);
     settle_and_freeze(vm, &out).expect("the guest reached its text screen");
-    let log = sink.finish();
+    let log = sink.wait(SINK_TIMEOUT);
     let truth = vm.screendump(&dir.path(&format!("{what}-screendump.png")));
     let picture = read_png(&out).expect("the sink's PNG");
     assert_eq!((picture.width, picture.height), TEXT_MODE_SIZE);
@@ -170,7 +125,7 @@ fn vm_option_picks_one_of_two_qemus_on_a_bus() {
 
     // By UUID, case-insensitively, as a user may paste it.
     let out = dir.path("second.png");
-    let sink = SinkRun::start(sink_command(&[
+    let sink = Sink::spawn(sink_command(&[
         "capture",
         "--out",
         out.to_str().unwrap(),
@@ -185,7 +140,7 @@ fn vm_option_picks_one_of_two_qemus_on_a_bus() {
     ]));
     settle_and_freeze(&mut second, &out).unwrap();
     first.freeze_screen();
-    sink.finish();
+    sink.wait(SINK_TIMEOUT);
     let picture = read_png(&out).unwrap();
     let truth = second.screendump(&dir.path("second-screendump.png"));
     assert_same_picture("second-vm", &picture, &truth);
@@ -257,7 +212,7 @@ fn sigterm_writes_the_last_frame_and_exits_zero() {
     let bus = private_bus(&dir);
     let mut vm = TestVm::on_bus(&dir, "sigterm-vm", &bus.plain_address, &[]);
     let out = dir.path("sigterm.png");
-    let sink = SinkRun::start(sink_command(&[
+    let sink = Sink::spawn(sink_command(&[
         "capture",
         "--out",
         out.to_str().unwrap(),
@@ -265,11 +220,11 @@ fn sigterm_writes_the_last_frame_and_exits_zero() {
         &bus.address,
     ]));
     settle_and_freeze(&mut vm, &out).unwrap();
-    // Let the frozen screen reach the sink, then stop it the way a service manager would.
+    // Let the frozen screen reach the sink, then stop it the way a service
+    // manager would (SIGTERM).
     std::thread::sleep(Duration::from_secs(2));
     std::fs::remove_file(&out).unwrap();
-    sink.signal(nix::sys::signal::Signal::SIGTERM);
-    let log = sink.finish();
+    let log = sink.stop();
     assert!(log.contains("stopped: signal 15"), "{log}");
     let picture = read_png(&out).expect("the PNG written on SIGTERM");
     let truth = vm.screendump(&dir.path("sigterm-screendump.png"));
