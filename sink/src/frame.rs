@@ -41,6 +41,26 @@ pub struct FrameRecord {
     pub released: Option<Duration>,
     /// Replaced by a newer frame before it was shown.
     pub skipped: bool,
+    /// How it reached the screen (KMS output only).
+    pub path: Option<ShowPath>,
+}
+
+/// How a frame reached a KMS plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowPath {
+    /// The guest's buffer itself on the plane: no copy.
+    Direct,
+    /// Drawn by the GL renderer into a scanout buffer of ours.
+    Composite,
+}
+
+impl ShowPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            ShowPath::Direct => "direct",
+            ShowPath::Composite => "composite",
+        }
+    }
 }
 
 /// DMA-BUF messages on their way to the output that owns the renderer.
