@@ -35,9 +35,10 @@ type QueryDeviceStringExt =
 
 /// Which EGL device renders: `auto`, `software`, `surfaceless`, or a DRM
 /// node path (`/dev/dri/renderD128`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum RenderDevice {
     /// A real GPU's device when there is one, else Mesa's software device.
+    #[default]
     Auto,
     /// Mesa's software device (llvmpipe), imports DMA-BUFs exactly.
     Software,

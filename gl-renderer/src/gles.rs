@@ -24,6 +24,8 @@ use crate::{egl_err, RenderError};
 const TEXTURE_EXTERNAL_OES: u32 = 0x8D65;
 
 type ImageTargetTexture2dOes = unsafe extern "system" fn(target: u32, image: *const c_void);
+type ImageTargetRenderbufferStorageOes =
+    unsafe extern "system" fn(target: u32, image: *const c_void);
 
 const VERTEX: &str = "#version 300 es
 uniform highp vec4 u_dst; // x0, y0, x1, y1 in clip space
@@ -76,13 +78,24 @@ pub struct Texture {
     pub fourcc: DrmFourcc,
 }
 
-/// An output-sized render target (a texture behind a framebuffer).
+/// An output-sized render target: a framebuffer over a texture of the
+/// renderer's own, or over an imported DMA-BUF (a scanout buffer that KMS
+/// shows, drawn into in place).
 #[derive(Debug)]
 pub struct Target {
     framebuffer: glow::Framebuffer,
-    texture: glow::Texture,
+    storage: TargetStorage,
     pub width: u32,
     pub height: u32,
+}
+
+#[derive(Debug)]
+enum TargetStorage {
+    Texture(glow::Texture),
+    Dmabuf {
+        renderbuffer: glow::Renderbuffer,
+        image: khr::Image,
+    },
 }
 
 /// What a composition samples.
@@ -178,6 +191,7 @@ pub struct Renderer {
     external_program: Option<Program>,
     vertex_array: glow::VertexArray,
     image_target_texture: ImageTargetTexture2dOes,
+    image_target_renderbuffer: Option<ImageTargetRenderbufferStorageOes>,
     bgra_upload: bool,
 }
 
@@ -199,6 +213,9 @@ impl Renderer {
         // SAFETY: the prototype from GL_OES_EGL_image.
         let image_target_texture: ImageTargetTexture2dOes =
             unsafe { proc_address(&ctx.egl, "glEGLImageTargetTexture2DOES")? };
+        // SAFETY: the prototype from GL_OES_EGL_image.
+        let image_target_renderbuffer: Option<ImageTargetRenderbufferStorageOes> =
+            unsafe { proc_address(&ctx.egl, "glEGLImageTargetRenderbufferStorageOES").ok() };
         let extensions = gl.supported_extensions();
         let bgra_upload = extensions.contains("GL_EXT_texture_format_BGRA8888");
         let external = extensions.contains("GL_OES_EGL_image_external_essl3");
@@ -229,6 +246,7 @@ impl Renderer {
             external_program,
             vertex_array,
             image_target_texture,
+            image_target_renderbuffer,
             bgra_upload,
         })
     }
@@ -264,29 +282,106 @@ impl Renderer {
                 Some(texture),
                 0,
             );
-            let status = gl.check_framebuffer_status(glow::FRAMEBUFFER);
             let target = Target {
                 framebuffer,
-                texture,
+                storage: TargetStorage::Texture(texture),
                 width,
                 height,
             };
-            if status != glow::FRAMEBUFFER_COMPLETE {
-                self.destroy_target(target);
-                return Err(RenderError::GlObject(format!(
-                    "target framebuffer incomplete: {status:#x}"
-                )));
-            }
-            self.check("creating a target")?;
-            Ok(target)
+            self.complete(target)
+        }
+    }
+
+    /// Checks the framebuffer bound for `target` (destroying it if
+    /// incomplete).
+    fn complete(&mut self, target: Target) -> Result<Target, RenderError> {
+        // SAFETY: a plain query on the current context.
+        let status = unsafe { self.gl.check_framebuffer_status(glow::FRAMEBUFFER) };
+        if status != glow::FRAMEBUFFER_COMPLETE {
+            self.destroy_target(target);
+            return Err(RenderError::GlObject(format!(
+                "target framebuffer incomplete: {status:#x}"
+            )));
+        }
+        if let Err(err) = self.check("creating a target") {
+            self.destroy_target(target);
+            return Err(err);
+        }
+        Ok(target)
+    }
+
+    /// A target drawn straight into `desc`'s memory (a scanout buffer):
+    /// the DMA-BUF as an EGLImage behind a renderbuffer. After a
+    /// [`Fence`] signals, the buffer holds the picture; no copy.
+    pub fn import_target(&mut self, desc: &DmabufDesc<'_>) -> Result<Target, RenderError> {
+        let storage = self.image_target_renderbuffer.ok_or_else(|| {
+            RenderError::Unsupported("glEGLImageTargetRenderbufferStorageOES is missing".into())
+        })?;
+        if self.formats.external_only(desc.fourcc, desc.modifier) {
+            return Err(RenderError::Unsupported(format!(
+                "{:?} imports as external-only: it cannot be drawn into",
+                desc.fourcc
+            )));
+        }
+        let attributes = image_attributes(desc, &self.formats)?;
+        let image = create_image(&self.ctx, &attributes)?;
+        let gl = &self.gl;
+        // SAFETY: GL calls on the current context with objects it creates
+        // and a live EGLImage of this display.
+        unsafe {
+            let renderbuffer = match gl_object("renderbuffer", gl.create_renderbuffer()) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.ctx.egl.destroy_image(self.ctx.display, image);
+                    return Err(e);
+                }
+            };
+            gl.bind_renderbuffer(glow::RENDERBUFFER, Some(renderbuffer));
+            storage(glow::RENDERBUFFER, image.as_ptr());
+            let framebuffer = match gl_object("framebuffer", gl.create_framebuffer()) {
+                Ok(f) => f,
+                Err(e) => {
+                    gl.delete_renderbuffer(renderbuffer);
+                    let _ = self.ctx.egl.destroy_image(self.ctx.display, image);
+                    return Err(e);
+                }
+            };
+            gl.bind_framebuffer(glow::FRAMEBUFFER, Some(framebuffer));
+            gl.framebuffer_renderbuffer(
+                glow::FRAMEBUFFER,
+                glow::COLOR_ATTACHMENT0,
+                glow::RENDERBUFFER,
+                Some(renderbuffer),
+            );
+            let target = Target {
+                framebuffer,
+                storage: TargetStorage::Dmabuf {
+                    renderbuffer,
+                    image,
+                },
+                width: desc.width,
+                height: desc.height,
+            };
+            self.complete(target)
         }
     }
 
     pub fn destroy_target(&mut self, target: Target) {
-        // SAFETY: objects of this context, deleted once.
+        // SAFETY: objects of this context and display, deleted once.
         unsafe {
             self.gl.delete_framebuffer(target.framebuffer);
-            self.gl.delete_texture(target.texture);
+            match target.storage {
+                TargetStorage::Texture(texture) => self.gl.delete_texture(texture),
+                TargetStorage::Dmabuf {
+                    renderbuffer,
+                    image,
+                } => {
+                    self.gl.delete_renderbuffer(renderbuffer);
+                    if let Err(e) = self.ctx.egl.destroy_image(self.ctx.display, image) {
+                        tracing::warn!("eglDestroyImage: {e}");
+                    }
+                }
+            }
         }
     }
 

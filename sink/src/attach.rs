@@ -309,6 +309,7 @@ fn apply_console_size(shared: &Shared, width: Option<u32>, height: Option<u32>) 
             shared.modify(|s| {
                 if s.surface.set_console_size(w, h) {
                     s.generation += 1;
+                    s.surface_changes += 1;
                 }
             });
         }

@@ -97,6 +97,20 @@ impl LatencyStats {
         })
     }
 
+    /// Every interval's name and figures, in pipeline order, including the
+    /// intervals without samples (count 0).
+    pub fn stages(&self) -> impl Iterator<Item = (&'static str, StageFigures)> + '_ {
+        INTERVALS
+            .iter()
+            .map(|(name, _)| (*name, self.stage(name).expect("a known stage")))
+    }
+
+    /// The distribution (µs) of the interval named `name`.
+    pub fn histogram(&self, name: &str) -> Option<&Histogram<u64>> {
+        let i = INTERVALS.iter().position(|(n, _)| *n == name)?;
+        Some(&self.histograms[i])
+    }
+
     /// A compact table: the counts, then a row per interval with samples.
     pub fn table(&self) -> String {
         let mut out = format!(
@@ -184,6 +198,23 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("receive→import"), "{table}");
+        let names: Vec<&str> = stats.stages().map(|(name, _)| name).collect();
+        assert_eq!(
+            names,
+            [
+                "receive→import",
+                "import→commit",
+                "commit→flip",
+                "flip→event read",
+                "event read→release",
+                "receive→release"
+            ]
+        );
+        assert!(stats
+            .stages()
+            .all(|(name, figures)| stats.stage(name) == Some(figures)));
+        assert_eq!(stats.histogram("receive→release").unwrap().len(), 100);
+        assert!(stats.histogram("no such stage").is_none());
         assert!(
             !table.contains("commit→flip"),
             "rows without samples are left out: {table}"

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod latency;
 pub mod output;
 pub mod qmp;
+pub mod report;
 pub mod signals;
 pub mod source;
 pub mod state;

@@ -9,8 +9,11 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use dbus_interfaces::ListenerOptions;
 use sink::attach::{attach, list_vms_on_bus, AttachOptions, Control};
+use sink::output::display::{Display, DisplayOptions, PathChoice};
 use sink::output::gl_capture::GlCapture;
 use sink::output::headless::{run_capture_with, CaptureOptions, CaptureSummary, Stopped};
+use sink::output::kms::ModeSpec;
+use sink::report::Report;
 use sink::source::dbus::DbusSource;
 use sink::source::vdmabuf::VdmabufSource;
 use sink::state::Shared;
@@ -42,6 +45,11 @@ enum Command {
     },
     /// Capture a console to PNG, rewritten each time the screen changes.
     Capture(CaptureArgs),
+    /// Show a console on a monitor of its own through KMS: the guest's
+    /// DMA-BUF on the plane where it can be (no copy), composed by GL
+    /// otherwise. Needs DRM master: run it from a text VT or a seat with no
+    /// compositor on that card.
+    Display(DisplayArgs),
     /// Start a private dbus-daemon and a QEMU (SeaBIOS, no disk), capture its
     /// screen to PNG, and stop them again.
     Demo {
@@ -121,10 +129,81 @@ struct CaptureArgs {
     size: Option<(u32, u32)>,
 }
 
+#[derive(Args, Debug)]
+struct DisplayArgs {
+    #[command(flatten)]
+    attach: AttachArgs,
+    /// Where frames come from: `dbus` (the default) or `vdmabuf[=NODE]`.
+    #[arg(long, default_value = "dbus", value_parser = parse_source)]
+    source: Source,
+    /// The DRM card (default: the first card with a connected connector).
+    #[arg(long)]
+    device: Option<PathBuf>,
+    /// The connector, e.g. HDMI-A-1 or Virtual-1 (default: the first connected).
+    #[arg(long)]
+    connector: Option<String>,
+    /// The mode, WxH or WxH@Hz (default: the connector's preferred mode).
+    #[arg(long)]
+    mode: Option<ModeSpec>,
+    /// auto: the guest's buffer on the plane when the plane takes it, else
+    /// composed by GL; direct: never compose (frames the plane refuses are
+    /// dropped); composite: always compose.
+    #[arg(long, default_value = "auto")]
+    path: PathChoice,
+    /// Write what the monitor shows to this PNG after each change (by
+    /// writeback where the card has it, else read back through GL).
+    #[arg(long)]
+    capture: Option<PathBuf>,
+    /// EGL device for composition: auto, software, surfaceless or a DRM node.
+    #[arg(long, default_value = "auto")]
+    render_device: gl_renderer::RenderDevice,
+    /// Stop after this many updates were received and shown.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Log the per-stage latency table every this many seconds.
+    #[arg(long)]
+    latency_interval: Option<f64>,
+    /// Write the frame counts, per-stage figures and every frame's
+    /// timestamps to this JSON file at exit.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Draw the per-stage distributions and a per-frame timeline into this
+    /// SVG file at exit.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 enum Source {
     Dbus,
     Vdmabuf(PathBuf),
+}
+
+impl Source {
+    fn name(&self) -> &'static str {
+        match self {
+            Source::Dbus => "dbus",
+            Source::Vdmabuf(_) => "vdmabuf",
+        }
+    }
+}
+
+/// `--report` and `--plot`.
+fn write_reports(
+    report: &Report<'_>,
+    json: Option<&std::path::Path>,
+    svg: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        report.write_json(path)?;
+    }
+    if let Some(path) = svg {
+        report.write_svg(path)?;
+    }
+    Ok(())
 }
 
 fn parse_source(s: &str) -> Result<Source, String> {
@@ -175,6 +254,45 @@ fn report(summary: &CaptureSummary, out: &std::path::Path) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A running frame source: the D-Bus listener or the vdmabuf reader.
+struct Running {
+    _attached: Option<sink::attach::Attached>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+fn start_source(
+    source: &Source,
+    attach_args: &AttachArgs,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<Running> {
+    Ok(match source {
+        Source::Dbus => Running {
+            _attached: Some(attach(
+                &attach_args.options(),
+                Box::new(DbusSource::new(shared.clone())),
+                shared,
+            )?),
+            reader: None,
+        },
+        Source::Vdmabuf(node) => Running {
+            _attached: None,
+            reader: Some(VdmabufSource::open(node)?.spawn(shared.clone())),
+        },
+    })
+}
+
+impl Running {
+    /// Stops the source, then lets go of whatever it still queued: every
+    /// vdmabuf id is released, also the ones never shown.
+    fn stop(self, shared: &Shared) {
+        shared.stop(StopReason::Finished);
+        if let Some(reader) = self.reader {
+            let _ = reader.join();
+        }
+        shared.lock().dmabuf.clear();
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     sink::signals::block_stop_signals().context("blocking SIGINT/SIGTERM")?;
     let shared = Arc::new(Shared::default());
@@ -221,28 +339,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut gl = GlCapture::new(options.render_device.clone(), options.size);
             gl.warm_up();
-            let (mut _attached, mut reader) = (None, None);
-            match &args.source {
-                Source::Dbus => {
-                    _attached = Some(attach(
-                        &args.attach.options(),
-                        Box::new(DbusSource::new(shared.clone())),
-                        &shared,
-                    )?)
-                }
-                Source::Vdmabuf(node) => {
-                    reader = Some(VdmabufSource::open(node)?.spawn(shared.clone()));
-                }
-            }
+            let running = start_source(&args.source, &args.attach, &shared)?;
             let summary = run_capture_with(&shared, &options, gl)?;
-            // Stop the sources, then let go of whatever they still queued:
-            // every vdmabuf id is released, also the ones never shown.
-            shared.stop(StopReason::Finished);
-            if let Some(reader) = reader {
-                let _ = reader.join();
-            }
-            shared.lock().dmabuf.clear();
+            running.stop(&shared);
             report(&summary, &options.out)
+        }
+        Command::Display(args) => {
+            let options = DisplayOptions {
+                device: args.device.clone(),
+                connector: args.connector.clone(),
+                mode: args.mode,
+                path: args.path,
+                capture: args.capture.clone(),
+                render_device: args.render_device.clone(),
+                frames: args.frames,
+                timeout: seconds(args.timeout, "timeout")?,
+                latency_interval: seconds(args.latency_interval, "latency-interval")?,
+            };
+            // Light the monitor (and warm up GL) before QEMU waits on us.
+            let display = Display::open(options)?;
+            let running = start_source(&args.source, &args.attach, &shared)?;
+            let mut summary = display.run(&shared)?;
+            running.stop(&shared);
+            tracing::info!("{}", summary.line());
+            tracing::info!("frame stages:\n{}", summary.stats.table());
+            let report = Report {
+                mode: "display",
+                source: args.source.name(),
+                refresh: Some(summary.refresh),
+                stats: &summary.stats,
+                records: summary.records.make_contiguous(),
+            };
+            write_reports(&report, args.report.as_deref(), args.plot.as_deref())
         }
         Command::Demo { out, seconds: secs } => {
             let duration = seconds(Some(secs), "seconds")?.unwrap_or_default();

@@ -3,8 +3,11 @@
 //! one condition variable.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::frame::DmabufEvent;
 use crate::surface::Surface;
@@ -26,6 +29,10 @@ pub struct SinkState {
     pub generation: u64,
     /// Surface-changing messages received (`--frames` counts these).
     pub updates: u64,
+    /// Changes of the 2D surface's pixels (not DMA-BUF frames).
+    pub surface_changes: u64,
+    /// Changes of the cursor's image or position.
+    pub cursor_changes: u64,
     /// Messages dropped for bad input.
     pub rejected: u64,
     /// `UpdateDMABUF`s answered by the listener's deadline, not a release.
@@ -41,6 +48,9 @@ pub struct SinkState {
 pub struct Shared {
     state: Mutex<SinkState>,
     changed: Condvar,
+    /// Also signalled on every change, for an output that polls other fds
+    /// (the DRM card's events) beside the state: see [`Shared::wake_fd`].
+    wake: OnceLock<EventFd>,
 }
 
 impl Shared {
@@ -53,7 +63,29 @@ impl Shared {
     pub fn modify<R>(&self, f: impl FnOnce(&mut SinkState) -> R) -> R {
         let result = f(&mut self.lock());
         self.changed.notify_all();
+        if let Some(wake) = self.wake.get() {
+            // A full counter (2^64 - 2 unread wakes) still wakes the poller.
+            let _ = wake.write(1);
+        }
         result
+    }
+
+    /// An eventfd that becomes readable on every change from now on (poll
+    /// it, then [`Shared::clear_wake`]).
+    pub fn wake_fd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        if self.wake.get().is_none() {
+            let fd =
+                EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+            let _ = self.wake.set(fd);
+        }
+        Ok(self.wake.get().expect("just set").as_fd())
+    }
+
+    /// Consumes the pending wakes of [`Shared::wake_fd`].
+    pub fn clear_wake(&self) {
+        if let Some(wake) = self.wake.get() {
+            let _ = wake.read();
+        }
     }
 
     pub fn stop(&self, reason: StopReason) {

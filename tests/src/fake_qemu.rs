@@ -97,6 +97,9 @@ pub struct BufferDesc {
 pub struct Answer {
     pub sent: Instant,
     pub answered: Instant,
+    /// When the answer came, on CLOCK_MONOTONIC (the clock of the sink's
+    /// flip timestamps, in the same machine).
+    pub answered_at: Duration,
     pub ok: bool,
 }
 
@@ -210,6 +213,7 @@ impl FakeListener {
         self.answers.push(Answer {
             sent,
             answered: Instant::now(),
+            answered_at: sink::frame::monotonic_now(),
             ok,
         });
         self.answers.last().expect("just pushed")

@@ -17,6 +17,7 @@ pub use sink;
 pub mod dmabuf;
 pub mod fake_qemu;
 pub mod lab;
+pub mod picture;
 pub mod sink_run;
 pub mod udmabuf;
 pub mod vdmabuf;

@@ -17,30 +17,10 @@ use sink::output::kms::{find_node, NodeKind};
 use sink::qmp::Qmp;
 use tests::fake_qemu::{BufferDesc, FakeQemu};
 use tests::lab::{require_lab, GlQemu};
+use tests::picture::{bilinear, crop, flipped};
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::*;
-
-fn crop(frame: &RgbaFrame, (x, y, w, h): (u32, u32, u32, u32)) -> RgbaFrame {
-    let mut out = RgbaFrame::default();
-    out.reset(w, h);
-    for row in 0..h {
-        let src = (((y + row) * frame.width + x) * 4) as usize;
-        out.row_mut(row)
-            .copy_from_slice(&frame.pixels[src..src + (w * 4) as usize]);
-    }
-    out
-}
-
-fn flipped(frame: &RgbaFrame) -> RgbaFrame {
-    let mut out = frame.clone();
-    for row in 0..frame.height {
-        let src = ((frame.height - 1 - row) * frame.width * 4) as usize;
-        out.row_mut(row)
-            .copy_from_slice(&frame.pixels[src..src + (frame.width * 4) as usize]);
-    }
-    out
-}
 
 #[test]
 #[ignore = "needs the lab"]
@@ -463,33 +443,6 @@ fn fake_qemu_thousand_frames_swapping_buffers_without_leaking_fds() {
         3,
         "each buffer imported once: {log}"
     );
-}
-
-/// The CPU reference of a bilinear scale with clamped edges, as GL samples
-/// a texture drawn over a larger quad.
-fn bilinear(src: &RgbaFrame, width: u32, height: u32) -> RgbaFrame {
-    let mut out = RgbaFrame::default();
-    out.reset(width, height);
-    let texel = |x: i64, y: i64, c: usize| -> f64 {
-        let x = x.clamp(0, src.width as i64 - 1) as u32;
-        let y = y.clamp(0, src.height as i64 - 1) as u32;
-        f64::from(src.pixels[((y * src.width + x) * 4) as usize + c])
-    };
-    for oy in 0..height {
-        for ox in 0..width {
-            let u = (f64::from(ox) + 0.5) * f64::from(src.width) / f64::from(width) - 0.5;
-            let v = (f64::from(oy) + 0.5) * f64::from(src.height) / f64::from(height) - 0.5;
-            let (x0, y0) = (u.floor() as i64, v.floor() as i64);
-            let (fx, fy) = (u - u.floor(), v - v.floor());
-            let i = ((oy * width + ox) * 4) as usize;
-            for c in 0..3 {
-                let top = texel(x0, y0, c) * (1.0 - fx) + texel(x0 + 1, y0, c) * fx;
-                let bottom = texel(x0, y0 + 1, c) * (1.0 - fx) + texel(x0 + 1, y0 + 1, c) * fx;
-                out.pixels[i + c] = (top * (1.0 - fy) + bottom * fy).round() as u8;
-            }
-        }
-    }
-    out
 }
 
 /// `--size` at another size: the picture is the guest's scaled by GL's

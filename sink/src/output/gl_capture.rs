@@ -246,42 +246,7 @@ impl GlCapture {
     }
 
     fn import(&mut self, scanout: &DmabufScanout) -> Result<ImportedImage, GlCaptureError> {
-        // QEMU's udmabuf exports say "implicit" (INVALID) but are plain
-        // guest RAM: linear. Anything else implicit is imported as such.
-        let modifier = match scanout.modifier {
-            MOD_INVALID if exporter(scanout.planes[0].fd.as_fd()).as_deref() == Some("udmabuf") => {
-                Some(MOD_LINEAR)
-            }
-            MOD_INVALID => None,
-            m => Some(m),
-        };
-        let renderer = self.renderer()?;
-        if let Some(m) = modifier {
-            let listed = renderer.formats.modifiers(scanout.fourcc);
-            if renderer.formats.modifiers_supported && !listed.iter().any(|&(x, _)| x == m) {
-                return Err(gl_renderer::RenderError::Dmabuf(format!(
-                    "modifier {m:#x} is not importable for {:?}",
-                    scanout.fourcc
-                ))
-                .into());
-            }
-        }
-        let desc = DmabufDesc {
-            width: scanout.backing_width,
-            height: scanout.backing_height,
-            fourcc: scanout.fourcc,
-            modifier,
-            planes: scanout
-                .planes
-                .iter()
-                .map(|p| DmabufPlane {
-                    fd: p.fd.as_fd(),
-                    offset: p.offset,
-                    stride: p.stride,
-                })
-                .collect(),
-        };
-        Ok(renderer.import(&desc)?)
+        Ok(import_scanout(self.renderer()?, scanout)?)
     }
 
     fn free_imports(&mut self) {
@@ -354,9 +319,51 @@ impl GlCapture {
     }
 }
 
+/// Imports a guest scanout into `renderer` as an EGLImage, with its
+/// modifier checked against what the display imports.
+pub(crate) fn import_scanout(
+    renderer: &mut Renderer,
+    scanout: &DmabufScanout,
+) -> Result<ImportedImage, gl_renderer::RenderError> {
+    // QEMU's udmabuf exports say "implicit" (INVALID) but are plain
+    // guest RAM: linear. Anything else implicit is imported as such.
+    let modifier = match scanout.modifier {
+        MOD_INVALID if exporter(scanout.planes[0].fd.as_fd()).as_deref() == Some("udmabuf") => {
+            Some(MOD_LINEAR)
+        }
+        MOD_INVALID => None,
+        m => Some(m),
+    };
+    if let Some(m) = modifier {
+        let listed = renderer.formats.modifiers(scanout.fourcc);
+        if renderer.formats.modifiers_supported && !listed.iter().any(|&(x, _)| x == m) {
+            return Err(gl_renderer::RenderError::Dmabuf(format!(
+                "modifier {m:#x} is not importable for {:?}",
+                scanout.fourcc
+            )));
+        }
+    }
+    let desc = DmabufDesc {
+        width: scanout.backing_width,
+        height: scanout.backing_height,
+        fourcc: scanout.fourcc,
+        modifier,
+        planes: scanout
+            .planes
+            .iter()
+            .map(|p| DmabufPlane {
+                fd: p.fd.as_fd(),
+                offset: p.offset,
+                stride: p.stride,
+            })
+            .collect(),
+    };
+    renderer.import(&desc)
+}
+
 /// Draws once, so that shader compilation (seconds for llvmpipe under
 /// emulation) happens before the first guest frame waits on it.
-fn first_draw(renderer: &mut Renderer) -> Result<(), gl_renderer::RenderError> {
+pub(crate) fn first_draw(renderer: &mut Renderer) -> Result<(), gl_renderer::RenderError> {
     let texture = renderer.upload(drm_fourcc::DrmFourcc::Xbgr8888, 2, 2, 8, &[0; 16])?;
     let target = renderer.create_target(4, 4)?;
     let result = renderer

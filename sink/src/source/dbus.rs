@@ -69,6 +69,17 @@ fn changed(state: &mut SinkState) {
     state.updates += 1;
 }
 
+/// The 2D surface's pixels changed.
+fn changed_2d(state: &mut SinkState) {
+    changed(state);
+    state.surface_changes += 1;
+}
+
+fn cursor_changed(state: &mut SinkState) {
+    state.generation += 1;
+    state.cursor_changes += 1;
+}
+
 impl ListenerHandler for DbusSource {
     fn handle(&mut self, event: ListenerEvent<'_>) {
         let received = monotonic_now();
@@ -79,41 +90,41 @@ impl ListenerHandler for DbusSource {
                     let l = pixels.layout;
                     announce(last, shape("by copy", l.width, l.height, l.format.fourcc));
                     state.surface.scanout(&pixels);
-                    changed(state);
+                    changed_2d(state);
                     Ok(())
                 }
                 ListenerEvent::Update { x, y, pixels } => state
                     .surface
                     .update(x, y, &pixels)
-                    .map(|()| changed(state))
+                    .map(|()| changed_2d(state))
                     .map_err(|e| ("Update", e)),
                 ListenerEvent::ScanoutMap(map) => {
                     let l = map.layout;
                     let how = "in shared memory (Unix.Map)";
                     announce(last, shape(how, l.width, l.height, l.format.fourcc));
                     state.surface.scanout_map(map);
-                    changed(state);
+                    changed_2d(state);
                     Ok(())
                 }
                 ListenerEvent::UpdateMap(rect) => state
                     .surface
                     .update_map(rect)
-                    .map(|()| changed(state))
+                    .map(|()| changed_2d(state))
                     .map_err(|e| ("UpdateMap", e)),
                 ListenerEvent::Disable => {
                     state.surface.disable();
                     state.dmabuf.push_back(DmabufEvent::Disable);
-                    changed(state);
+                    changed_2d(state);
                     Ok(())
                 }
                 ListenerEvent::MouseSet { x, y, visible } => {
                     state.surface.set_pointer(x, y, visible);
-                    state.generation += 1;
+                    cursor_changed(state);
                     Ok(())
                 }
                 ListenerEvent::CursorDefine(cursor) => {
                     state.surface.define_cursor(&cursor);
-                    state.generation += 1;
+                    cursor_changed(state);
                     Ok(())
                 }
                 ListenerEvent::ScanoutDmabuf(scanout) => {

@@ -310,6 +310,23 @@ impl Committer {
         self.pending.is_some()
     }
 
+    /// When the flip in flight was queued.
+    pub fn flip_queued_at(&self) -> Option<Instant> {
+        self.pending
+    }
+
+    /// Gives up on the flip in flight (its event never came: a stuck
+    /// driver, DPMS off). The next commit may still get EBUSY.
+    pub fn abandon_flip(&mut self) {
+        if let Some(since) = self.pending.take() {
+            tracing::warn!(
+                "{}: no page-flip event {:?} after the commit: giving up on it",
+                self.card.path().display(),
+                since.elapsed()
+            );
+        }
+    }
+
     /// [`KmsError::FlipPending`] while a flip is in flight.
     pub fn check_idle(&self) -> Result<(), KmsError> {
         match self.pending {

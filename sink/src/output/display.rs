@@ -1,0 +1,1078 @@
+//! The display output: the guest on a monitor of its own, through KMS.
+//!
+//! One thread owns the card, the GL renderer and every buffer (this
+//! struct); the sources reach it through [`Shared`] and its wake fd. Each
+//! guest frame goes to the primary plane as it is (**direct**: the guest's
+//! DMA-BUF is the framebuffer, no copy) when a TEST_ONLY commit says the
+//! plane takes it, else the renderer draws it into one of our scanout
+//! buffers (**composite**: dumb buffers drawn into in place through an
+//! EGLImage). One commit is in flight at a time; frames that arrive
+//! meanwhile wait, and a newer one replaces (and releases) an older one.
+//!
+//! Release on flip: a frame's release token lives in the state that still
+//! reads its buffer and fires when that state is retired. QEMU's
+//! `UpdateDMABUF` answer goes out once the frame's own flip completed; a
+//! vdmabuf buffer on the plane is released by the flip that replaced it.
+//! The listener answers QEMU by its deadline if no flip ever comes.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capture::{write_png_atomic, RgbaFrame};
+use dbus_interfaces::{DmabufScanout, InvalidInput};
+use drm::buffer::{DrmFourcc, DrmModifier};
+use gl_renderer::{
+    Composition, DmabufDesc, DmabufPlane as GlPlane, ImportedImage, RenderDevice, Renderer, Source,
+    Target, Texture,
+};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::dmabuf::{check_scanout, BufferKey, MOD_LINEAR};
+use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease, ShowPath};
+use crate::latency::LatencyStats;
+use crate::output::gl_capture::{first_draw, import_scanout};
+use crate::output::headless::Stopped;
+use crate::output::kms::{
+    Card, Committer, Dmabuf, DmabufPlane, DumbBuffer, FlipEvent, Framebuffer, KmsError, ModeSpec,
+    Pipe, PlaneConfig, Rect, TestOutcome, Writeback,
+};
+use crate::state::{Shared, StopReason};
+
+/// Our scanout buffers: one on screen, one being drawn or in flight.
+const SCANOUT_BUFFERS: usize = 2;
+/// Guest buffers kept imported (guests double- or triple-buffer).
+const IMPORTS: usize = 4;
+/// A flip whose event has not come by then is given up on, so that held
+/// buffers are released (a stuck driver, DPMS off).
+const FLIP_TIMEOUT: Duration = Duration::from_millis(500);
+/// A composed frame's fence: well inside QEMU's 1 s deadline.
+const FENCE_WAIT: Duration = Duration::from_millis(700);
+const WRITEBACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frame records kept for latency mode.
+const MAX_RECORDS: usize = 1 << 16;
+
+/// Which way frames may reach the plane (`--path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathChoice {
+    /// Direct where the plane takes the buffer, composite otherwise.
+    #[default]
+    Auto,
+    /// Direct only: a frame the plane refuses is dropped (and released).
+    Direct,
+    /// Always through the GL renderer.
+    Composite,
+}
+
+impl FromStr for PathChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PathChoice, String> {
+        match s {
+            "auto" => Ok(PathChoice::Auto),
+            "direct" => Ok(PathChoice::Direct),
+            "composite" => Ok(PathChoice::Composite),
+            _ => Err(format!("{s:?}: expected auto, direct or composite")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DisplayOptions {
+    /// The card (default: the first with a connected connector).
+    pub device: Option<PathBuf>,
+    /// The connector's name, e.g. `Virtual-1`, `HDMI-A-1`.
+    pub connector: Option<String>,
+    /// The mode (default: the connector's preferred one).
+    pub mode: Option<ModeSpec>,
+    pub path: PathChoice,
+    /// Write what the monitor shows to this PNG after each change.
+    pub capture: Option<PathBuf>,
+    pub render_device: RenderDevice,
+    /// Stop once this many updates were received and shown.
+    pub frames: Option<u64>,
+    pub timeout: Option<Duration>,
+    /// Log the stage table this often.
+    pub latency_interval: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    #[error("GL renderer: {0}")]
+    Render(#[from] gl_renderer::RenderError),
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error("waiting for DRM events: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+/// How a display run went.
+pub struct DisplaySummary {
+    pub stopped_by: Stopped,
+    pub stats: LatencyStats,
+    pub records: VecDeque<FrameRecord>,
+    /// Frames shown each way.
+    pub direct: u64,
+    pub composite: u64,
+    /// Page flips completed (ours, including 2D and blank frames).
+    pub flips: u64,
+    /// Bytes the CPU copied while presenting direct frames (the code that
+    /// copies counts them): 0 is the claim.
+    pub direct_cpu_bytes: u64,
+    /// Bytes the CPU copied in all (2D surfaces, captures).
+    pub cpu_bytes: u64,
+    pub updates: u64,
+    pub rejected: u64,
+    pub refresh: Duration,
+    /// The connector and mode shown on.
+    pub output: String,
+}
+
+/// A scanout buffer of ours: a dumb buffer, its framebuffer, and the
+/// renderer's target over the same memory.
+struct ScanoutBuffer {
+    target: Option<Target>,
+    fb: Arc<Framebuffer>,
+    _dumb: DumbBuffer,
+}
+
+/// How a guest buffer is laid out: the path decision is made once per layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Layout {
+    fourcc: DrmFourcc,
+    modifier: u64,
+    backing: (u32, u32),
+    stride: u32,
+    rect: (u32, u32, u32, u32),
+    y0_top: bool,
+}
+
+/// The guest's current scanout.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    key: BufferKey,
+    layout: Layout,
+}
+
+/// A guest buffer, imported on the card and/or into the renderer on demand.
+struct Import {
+    key: BufferKey,
+    scanout: DmabufScanout,
+    fb: Option<Result<Arc<Framebuffer>, String>>,
+    image: Option<ImportedImage>,
+    last_used: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    Show(ShowPath),
+    /// `--path direct` and the plane refuses it.
+    Drop(String),
+}
+
+/// A guest frame on its way to the screen or on it, with its release.
+struct Held {
+    record: FrameRecord,
+    release: Option<FrameRelease>,
+    /// Released when replaced on screen, not at its own flip.
+    until_replaced: bool,
+}
+
+/// What a commit put on the plane.
+struct Shown {
+    /// Kept alive while the plane may show it (removing an FB in use turns
+    /// the plane off).
+    _fb: Arc<Framebuffer>,
+    /// Which of our scanout buffers, for composed pictures.
+    buffer: Option<usize>,
+    frame: Option<Held>,
+    /// The guest buffer shown directly, for a GL readback.
+    direct: Option<Current>,
+}
+
+/// The next picture, waiting for the flip in flight.
+// One lives at a time: boxing the frame would allocate per frame.
+#[allow(clippy::large_enum_variant)]
+enum Queued {
+    Frame {
+        current: Current,
+        record: FrameRecord,
+        release: FrameRelease,
+    },
+    /// The 2D surface, rendered into `Display::frame_2d`.
+    Surface,
+    Blank,
+}
+
+pub struct Display {
+    options: DisplayOptions,
+    card: Arc<Card>,
+    committer: Committer,
+    writeback: Option<Writeback>,
+    renderer: Renderer,
+    mode_size: (u32, u32),
+    refresh: Duration,
+    buffers: Vec<ScanoutBuffer>,
+    imports: Vec<Import>,
+    uses: u64,
+    current: Option<Current>,
+    decisions: HashMap<Layout, Decision>,
+    on_screen: Option<Shown>,
+    in_flight: Option<Shown>,
+    queued: Option<Queued>,
+    frame_2d: RgbaFrame,
+    texture_2d: Option<Texture>,
+    seen_surface: u64,
+    /// The picture changed since the last capture.
+    capture_dirty: bool,
+    capture_frame: RgbaFrame,
+    readback_target: Option<Target>,
+    stats: LatencyStats,
+    records: VecDeque<FrameRecord>,
+    direct: u64,
+    composite: u64,
+    flips: u64,
+    cpu_bytes: u64,
+    direct_cpu_bytes: u64,
+    rejected: u64,
+    output_name: String,
+}
+
+fn fourcc_name(f: DrmFourcc) -> String {
+    format!("{f:?}")
+}
+
+fn layout_text(l: &Layout) -> String {
+    format!(
+        "{}x{} {} (modifier {:#x}, stride {})",
+        l.rect.2,
+        l.rect.3,
+        fourcc_name(l.fourcc),
+        l.modifier,
+        l.stride
+    )
+}
+
+impl Display {
+    /// Opens the card, picks the pipe, brings up the renderer (warmed up:
+    /// the first draw compiles shaders) and lights the monitor black.
+    pub fn open(options: DisplayOptions) -> Result<Display, DisplayError> {
+        let card = Arc::new(match &options.device {
+            Some(path) => Card::open(path)?,
+            None => Card::open_default()?,
+        });
+        let pipe = Pipe::select(&card, options.connector.as_deref(), options.mode.as_ref())?;
+        let mode_size = pipe.size();
+        let vrefresh = pipe.mode.vrefresh().max(1);
+        let refresh = Duration::from_secs(1) / vrefresh;
+        let output_name = format!(
+            "{} {} {}x{}@{}",
+            card.path().display(),
+            pipe.name,
+            mode_size.0,
+            mode_size.1,
+            vrefresh
+        );
+        let fourcc = [DrmFourcc::Xrgb8888, DrmFourcc::Argb8888]
+            .into_iter()
+            .find(|&f| {
+                pipe.primary.supports(f, DrmModifier::Linear)
+                    || pipe.primary.supports(f, DrmModifier::Invalid)
+            })
+            .ok_or_else(|| {
+                card.not_found("the primary plane takes neither XR24 nor AR24".into())
+            })?;
+        let writeback = if options.capture.is_some() {
+            match Writeback::find(&card) {
+                Ok(w) => Some(w),
+                Err(err) => {
+                    tracing::info!("--capture reads back through GL: {err}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let committer = Committer::new(card.clone(), pipe)?;
+        let started = Instant::now();
+        let mut renderer = Renderer::new(&options.render_device)?;
+        first_draw(&mut renderer)?;
+        tracing::debug!("renderer up in {:?}", started.elapsed());
+        let mut buffers = Vec::with_capacity(SCANOUT_BUFFERS);
+        for _ in 0..SCANOUT_BUFFERS {
+            let dumb = DumbBuffer::create(&card, mode_size.0, mode_size.1, fourcc)?;
+            let fb = Arc::new(dumb.framebuffer()?);
+            let fd = dumb.export()?;
+            let target = renderer.import_target(&DmabufDesc {
+                width: mode_size.0,
+                height: mode_size.1,
+                fourcc,
+                modifier: Some(MOD_LINEAR),
+                planes: vec![GlPlane {
+                    fd: fd.as_fd(),
+                    offset: 0,
+                    stride: dumb.stride(),
+                }],
+            })?;
+            buffers.push(ScanoutBuffer {
+                target: Some(target),
+                fb,
+                _dumb: dumb,
+            });
+        }
+        let mut display = Display {
+            options,
+            card,
+            committer,
+            writeback,
+            renderer,
+            mode_size,
+            refresh,
+            buffers,
+            imports: Vec::new(),
+            uses: 0,
+            current: None,
+            decisions: HashMap::new(),
+            on_screen: None,
+            in_flight: None,
+            queued: None,
+            frame_2d: RgbaFrame::default(),
+            texture_2d: None,
+            seen_surface: 0,
+            capture_dirty: false,
+            capture_frame: RgbaFrame::default(),
+            readback_target: None,
+            stats: LatencyStats::default(),
+            records: VecDeque::new(),
+            direct: 0,
+            composite: 0,
+            flips: 0,
+            cpu_bytes: 0,
+            direct_cpu_bytes: 0,
+            rejected: 0,
+            output_name,
+        };
+        // Black until the guest's first frame.
+        display.draw_blank(0)?;
+        let fb = display.buffers[0].fb.clone();
+        display.committer.modeset(&PlaneConfig::whole(&fb))?;
+        display.on_screen = Some(Shown {
+            _fb: fb,
+            buffer: Some(0),
+            frame: None,
+            direct: None,
+        });
+        display.capture_dirty = true;
+        Ok(display)
+    }
+
+    /// The refresh period of the mode shown.
+    pub fn refresh(&self) -> Duration {
+        self.refresh
+    }
+
+    /// Runs until a signal, QEMU's disconnect, `--frames` or `--timeout`.
+    pub fn run(mut self, shared: &Shared) -> Result<DisplaySummary, DisplayError> {
+        let wake = shared.wake_fd().map_err(DisplayError::Poll)?;
+        let started = Instant::now();
+        let deadline = self.options.timeout.map(|t| started + t);
+        let mut next_table = self.options.latency_interval.map(|i| started + i);
+        let mut batch = VecDeque::new();
+        let stopped_by = loop {
+            let mut wait = Duration::from_secs(1);
+            for t in [deadline, next_table].into_iter().flatten() {
+                wait = wait.min(t.saturating_duration_since(Instant::now()));
+            }
+            if let Some(at) = self.committer.flip_queued_at() {
+                wait = wait.min((at + FLIP_TIMEOUT).saturating_duration_since(Instant::now()));
+            }
+            let card_ready = wait_for(self.card.as_fd(), wake, wait).map_err(DisplayError::Poll)?;
+            shared.clear_wake();
+            if card_ready {
+                for event in self.committer.read_events(Duration::ZERO)? {
+                    self.flipped(event);
+                }
+            }
+            self.check_flip_timeout();
+
+            let mut state = shared.lock();
+            let stop = state.stop;
+            let updates = state.updates;
+            std::mem::swap(&mut batch, &mut state.dmabuf);
+            if state.surface_changes != self.seen_surface {
+                self.seen_surface = state.surface_changes;
+                if state.surface.render(&mut self.frame_2d, true) {
+                    self.cpu_bytes += self.frame_2d.pixels.len() as u64;
+                    self.enqueue(Queued::Surface);
+                }
+            }
+            drop(state);
+            self.take(&mut batch);
+
+            if !self.committer.flip_pending() {
+                if let Some(next) = self.queued.take() {
+                    self.present(next);
+                } else if self.capture_dirty {
+                    self.capture()?;
+                }
+            }
+            if let Some(t) = next_table.filter(|&t| Instant::now() >= t) {
+                tracing::info!("frame stages so far:\n{}", self.stats.table());
+                next_table = Some(t + self.options.latency_interval.unwrap_or_default());
+            }
+            let idle = !self.committer.flip_pending() && self.queued.is_none();
+            if let Some(reason) = stop {
+                break match reason {
+                    StopReason::Signal(sig) => Stopped::Signal(sig),
+                    StopReason::Disconnected | StopReason::Finished => Stopped::Disconnected,
+                };
+            }
+            if idle && self.options.frames.is_some_and(|n| updates >= n) {
+                break Stopped::Frames;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Stopped::Timeout;
+            }
+        };
+        let (updates, rejected) = {
+            let state = shared.lock();
+            (state.updates, state.rejected)
+        };
+        self.stats.deadline_answers = shared.lock().deadline_answers;
+        self.shut_down();
+        let summary = DisplaySummary {
+            stopped_by,
+            stats: std::mem::take(&mut self.stats),
+            records: std::mem::take(&mut self.records),
+            direct: self.direct,
+            composite: self.composite,
+            flips: self.flips,
+            direct_cpu_bytes: self.direct_cpu_bytes,
+            cpu_bytes: self.cpu_bytes,
+            updates,
+            rejected: rejected + self.rejected,
+            refresh: self.refresh,
+            output: self.output_name.clone(),
+        };
+        Ok(summary)
+    }
+
+    /// Applies a batch of DMA-BUF events in order.
+    fn take(&mut self, batch: &mut VecDeque<DmabufEvent>) {
+        for event in batch.drain(..) {
+            match event {
+                DmabufEvent::Scanout(scanout) => self.scanout(scanout),
+                DmabufEvent::Disable => {
+                    self.current = None;
+                    self.enqueue(Queued::Blank);
+                    self.forget_unused_imports();
+                }
+                DmabufEvent::Update {
+                    release,
+                    mut record,
+                    ..
+                } => match self.current {
+                    Some(current) => self.enqueue(Queued::Frame {
+                        current,
+                        record,
+                        release,
+                    }),
+                    None => {
+                        record.skipped = true;
+                        self.release(&mut record, release);
+                        self.finish(record);
+                    }
+                },
+            }
+        }
+    }
+
+    fn scanout(&mut self, scanout: DmabufScanout) {
+        let key = match check_scanout(&scanout) {
+            Ok(key) => key,
+            Err(why) => return self.reject(why),
+        };
+        let layout = Layout {
+            fourcc: scanout.fourcc,
+            modifier: scanout.modifier,
+            backing: (scanout.backing_width, scanout.backing_height),
+            stride: scanout.planes[0].stride,
+            rect: (scanout.x, scanout.y, scanout.width, scanout.height),
+            y0_top: scanout.y0_top,
+        };
+        self.uses += 1;
+        let uses = self.uses;
+        if let Some(hit) = self.imports.iter_mut().find(|i| i.key == key) {
+            // The same buffer re-sent with a new fd: keep the imports.
+            hit.last_used = uses;
+        } else {
+            if self.imports.len() >= IMPORTS {
+                let oldest = (0..self.imports.len())
+                    .min_by_key(|&i| self.imports[i].last_used)
+                    .expect("imports are full");
+                let evicted = self.imports.swap_remove(oldest);
+                self.drop_import(evicted);
+            }
+            self.imports.push(Import {
+                key,
+                scanout,
+                fb: None,
+                image: None,
+                last_used: uses,
+            });
+        }
+        self.current = Some(Current { key, layout });
+    }
+
+    fn reject(&mut self, why: InvalidInput) {
+        tracing::warn!("dropping a DMA-BUF scanout: {why}");
+        self.rejected += 1;
+    }
+
+    /// Frees an import (its framebuffer lives on while a commit uses it).
+    fn drop_import(&mut self, import: Import) {
+        if let Some(image) = import.image {
+            self.renderer.release_image(image);
+        }
+    }
+
+    fn forget_unused_imports(&mut self) {
+        for import in std::mem::take(&mut self.imports) {
+            self.drop_import(import);
+        }
+    }
+
+    /// Queues `next`; a frame it replaces is skipped and released now.
+    fn enqueue(&mut self, next: Queued) {
+        if let Some(Queued::Frame {
+            mut record,
+            release,
+            ..
+        }) = self.queued.replace(next)
+        {
+            record.skipped = true;
+            self.release(&mut record, release);
+            self.finish(record);
+        }
+    }
+
+    fn release(&mut self, record: &mut FrameRecord, release: FrameRelease) {
+        drop(release);
+        record.released = Some(monotonic_now());
+    }
+
+    fn finish(&mut self, record: FrameRecord) {
+        self.stats.record(&record);
+        if self.records.len() == MAX_RECORDS {
+            self.records.pop_front();
+        }
+        self.records.push_back(record);
+    }
+
+    /// Lets go of a held frame (its buffer is no longer read).
+    fn retire(&mut self, held: Held) {
+        let Held {
+            mut record,
+            release,
+            ..
+        } = held;
+        if let Some(release) = release {
+            self.release(&mut record, release);
+        }
+        self.finish(record);
+    }
+
+    /// A completed flip: what was in flight is on screen now; what it
+    /// replaced, and its frame, are let go.
+    fn flipped(&mut self, event: FlipEvent) {
+        if event.crtc != self.committer.pipe().crtc {
+            return;
+        }
+        let read_at = monotonic_now();
+        self.flips += 1;
+        let Some(mut shown) = self.in_flight.take() else {
+            return;
+        };
+        if let Some(held) = shown.frame.as_mut() {
+            held.record.flipped = Some(event.time);
+            held.record.event_read = Some(read_at);
+        }
+        self.now_on_screen(shown);
+    }
+
+    fn now_on_screen(&mut self, mut shown: Shown) {
+        if let Some(held) = shown.frame.as_mut() {
+            if !held.until_replaced {
+                if let Some(release) = held.release.take() {
+                    self.release(&mut held.record, release);
+                }
+            }
+        }
+        if let Some(old) = self.on_screen.replace(shown) {
+            if let Some(held) = old.frame {
+                self.retire(held);
+            }
+        }
+        self.capture_dirty = true;
+    }
+
+    fn check_flip_timeout(&mut self) {
+        let Some(at) = self.committer.flip_queued_at() else {
+            return;
+        };
+        if at.elapsed() >= FLIP_TIMEOUT {
+            self.committer.abandon_flip();
+            if let Some(shown) = self.in_flight.take() {
+                self.now_on_screen(shown);
+            }
+        }
+    }
+
+    /// Which of our scanout buffers is free to draw into.
+    fn free_buffer(&self) -> usize {
+        let busy = |s: &Option<Shown>| s.as_ref().and_then(|s| s.buffer);
+        let (a, b) = (busy(&self.on_screen), busy(&self.in_flight));
+        (0..self.buffers.len())
+            .find(|&i| Some(i) != a && Some(i) != b)
+            .expect("one buffer more than can be busy")
+    }
+
+    fn present(&mut self, next: Queued) {
+        let result = match next {
+            Queued::Frame {
+                current,
+                record,
+                release,
+            } => self.present_frame(current, record, release),
+            Queued::Surface => self.present_surface(),
+            Queued::Blank => {
+                let index = self.free_buffer();
+                self.draw_blank(index)
+                    .and_then(|()| self.flip_buffer(index, None))
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!("dropping a frame: {err}");
+            self.rejected += 1;
+        }
+    }
+
+    /// Clears scanout buffer `index` to black.
+    fn draw_blank(&mut self, index: usize) -> Result<(), DisplayError> {
+        let target = self.buffers[index].target.as_ref().expect("live");
+        self.renderer.clear(target);
+        self.renderer.fence()?.wait(FENCE_WAIT);
+        Ok(())
+    }
+
+    fn flip_buffer(&mut self, index: usize, frame: Option<Held>) -> Result<(), DisplayError> {
+        let fb = self.buffers[index].fb.clone();
+        if let Err(err) = self.committer.flip(&PlaneConfig::whole(&fb)) {
+            if let Some(held) = frame {
+                self.retire(held);
+            }
+            return Err(err.into());
+        }
+        self.in_flight = Some(Shown {
+            _fb: fb,
+            buffer: Some(index),
+            frame,
+            direct: None,
+        });
+        Ok(())
+    }
+
+    fn import_index(&self, key: BufferKey) -> Option<usize> {
+        self.imports.iter().position(|i| i.key == key)
+    }
+
+    fn present_frame(
+        &mut self,
+        current: Current,
+        mut record: FrameRecord,
+        release: FrameRelease,
+    ) -> Result<(), DisplayError> {
+        let Some(index) = self.import_index(current.key) else {
+            // Evicted meanwhile (a burst of new buffers): nothing to show.
+            self.release(&mut record, release);
+            self.finish(record);
+            return Ok(());
+        };
+        let decision = self.decide(index, current);
+        let copied_before = self.cpu_bytes;
+        let until_replaced = matches!(release, FrameRelease::Vdmabuf(_));
+        let held = |record: FrameRecord, release, until_replaced| Held {
+            record,
+            release: Some(release),
+            until_replaced,
+        };
+        match decision {
+            Decision::Drop(why) => {
+                tracing::debug!("dropping a frame: {why}");
+                self.release(&mut record, release);
+                self.finish(record);
+                Ok(())
+            }
+            Decision::Show(ShowPath::Direct) => {
+                let fb = match &self.imports[index].fb {
+                    Some(Ok(fb)) => fb.clone(),
+                    _ => unreachable!("decide imported it"),
+                };
+                record.imported = Some(monotonic_now());
+                record.path = Some(ShowPath::Direct);
+                let config = self.direct_config(&fb, current.layout);
+                let flipped = self.committer.flip(&config);
+                record.committed = Some(monotonic_now());
+                let frame = held(record, release, until_replaced);
+                if let Err(err) = flipped {
+                    self.retire(frame);
+                    return Err(err.into());
+                }
+                self.direct += 1;
+                self.direct_cpu_bytes += self.cpu_bytes - copied_before;
+                self.in_flight = Some(Shown {
+                    _fb: fb,
+                    buffer: None,
+                    frame: Some(frame),
+                    direct: Some(current),
+                });
+                Ok(())
+            }
+            Decision::Show(ShowPath::Composite) => {
+                let target_index = self.free_buffer();
+                let drawn = self.compose_frame(index, current, target_index);
+                record.imported = Some(monotonic_now());
+                record.path = Some(ShowPath::Composite);
+                if let Err(err) = drawn {
+                    self.release(&mut record, release);
+                    self.finish(record);
+                    return Err(err);
+                }
+                record.committed = Some(monotonic_now());
+                self.composite += 1;
+                // The renderer is done with the guest's buffer, but QEMU is
+                // answered at the flip (it paces the guest to the display).
+                let frame = held(record, release, false);
+                self.flip_buffer(target_index, Some(frame))
+            }
+        }
+    }
+
+    /// The guest's rect on the whole output: letterboxed, scaled to fit.
+    fn direct_config<'a>(&self, fb: &'a Framebuffer, layout: Layout) -> PlaneConfig<'a> {
+        let (x, y, w, h) = layout.rect;
+        let how = Composition::fit(layout.rect, self.mode_size, false);
+        let (dx, dy, dw, dh) = how.dst;
+        PlaneConfig {
+            fb,
+            src: Rect {
+                x: x as i32,
+                y: y as i32,
+                width: w,
+                height: h,
+            },
+            dst: Rect {
+                x: dx,
+                y: dy,
+                width: dw,
+                height: dh,
+            },
+        }
+    }
+
+    /// The path for frames of this layout: decided (and logged) once.
+    fn decide(&mut self, index: usize, current: Current) -> Decision {
+        if let Some(decision) = self.decisions.get(&current.layout).cloned() {
+            // A new buffer of a direct layout still needs its framebuffer;
+            // if that import fails, decide again.
+            if decision != Decision::Show(ShowPath::Direct) || self.import_fb(index).is_ok() {
+                return decision;
+            }
+        }
+        let text = layout_text(&current.layout);
+        let decision = match self.options.path {
+            PathChoice::Composite => Decision::Show(ShowPath::Composite),
+            choice => match self.try_direct(index, current) {
+                Ok(()) => {
+                    tracing::info!("{text}: direct scanout (no copy)");
+                    Decision::Show(ShowPath::Direct)
+                }
+                Err(why) if choice == PathChoice::Direct => {
+                    tracing::warn!("{text}: no direct scanout ({why}); --path direct drops it");
+                    Decision::Drop(why)
+                }
+                Err(why) => {
+                    tracing::info!("{text}: composed by GL ({why})");
+                    Decision::Show(ShowPath::Composite)
+                }
+            },
+        };
+        if self.options.path == PathChoice::Composite {
+            tracing::info!("{text}: composed by GL (--path composite)");
+        }
+        self.decisions.insert(current.layout, decision.clone());
+        decision
+    }
+
+    fn import_fb(&mut self, index: usize) -> Result<Arc<Framebuffer>, String> {
+        let import = &mut self.imports[index];
+        if import.fb.is_none() {
+            let s = &import.scanout;
+            let dmabuf = Dmabuf {
+                width: s.backing_width,
+                height: s.backing_height,
+                fourcc: s.fourcc,
+                modifier: DrmModifier::from(s.modifier),
+                planes: s
+                    .planes
+                    .iter()
+                    .map(|p| DmabufPlane {
+                        fd: p.fd.as_fd(),
+                        offset: p.offset,
+                        stride: p.stride,
+                    })
+                    .collect(),
+            };
+            import.fb = Some(
+                Framebuffer::import(&self.card, &dmabuf)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        import.fb.clone().expect("just set")
+    }
+
+    fn try_direct(&mut self, index: usize, current: Current) -> Result<(), String> {
+        if current.layout.y0_top {
+            return Err("the buffer is bottom-up (y0_top)".into());
+        }
+        let fb = self.import_fb(index)?;
+        let config = self.direct_config(&fb, current.layout);
+        match self.committer.test(&config).map_err(|e| e.to_string())? {
+            TestOutcome::Accepted => Ok(()),
+            TestOutcome::UnsupportedFormat { fourcc, modifier } => Err(format!(
+                "the plane does not list {fourcc:?} with modifier {:#x}",
+                u64::from(modifier)
+            )),
+            TestOutcome::Rejected(errno) => Err(format!(
+                "the kernel refused it in a TEST_ONLY commit: {errno}{}",
+                if errno == Errno::ERANGE {
+                    " (scaling)"
+                } else {
+                    ""
+                }
+            )),
+        }
+    }
+
+    /// Draws the guest's buffer into scanout buffer `target_index`.
+    fn compose_frame(
+        &mut self,
+        index: usize,
+        current: Current,
+        target_index: usize,
+    ) -> Result<(), DisplayError> {
+        if self.imports[index].image.is_none() {
+            let image = import_scanout(&mut self.renderer, &self.imports[index].scanout)?;
+            self.imports[index].image = Some(image);
+        }
+        let image = self.imports[index].image.as_ref().expect("just imported");
+        self.renderer.rebind(image)?;
+        let target = self.buffers[target_index].target.as_ref().expect("live");
+        self.renderer.clear(target);
+        let how = Composition::fit(current.layout.rect, self.mode_size, current.layout.y0_top);
+        self.renderer.draw(target, Source::Image(image), &how)?;
+        if !self.renderer.fence()?.wait(FENCE_WAIT) {
+            tracing::warn!("the GPU did not finish within {FENCE_WAIT:?}: flipping anyway");
+        }
+        Ok(())
+    }
+
+    /// Uploads the 2D surface and draws it into a free scanout buffer.
+    fn present_surface(&mut self) -> Result<(), DisplayError> {
+        let (w, h) = (self.frame_2d.width, self.frame_2d.height);
+        if w == 0 {
+            return Ok(());
+        }
+        let stride = w * 4;
+        match &self.texture_2d {
+            Some(t) if (t.width, t.height) == (w, h) => {
+                self.renderer
+                    .update_texture(t, (0, 0, w, h), stride, &self.frame_2d.pixels)?;
+            }
+            _ => {
+                if let Some(old) = self.texture_2d.take() {
+                    self.renderer.destroy_texture(old);
+                }
+                let texture = self.renderer.upload(
+                    DrmFourcc::Xbgr8888,
+                    w,
+                    h,
+                    stride,
+                    &self.frame_2d.pixels,
+                )?;
+                self.texture_2d = Some(texture);
+            }
+        }
+        self.cpu_bytes += self.frame_2d.pixels.len() as u64;
+        let index = self.free_buffer();
+        let target = self.buffers[index].target.as_ref().expect("live");
+        let texture = self.texture_2d.as_ref().expect("just uploaded");
+        self.renderer.clear(target);
+        let how = Composition::fit((0, 0, w, h), self.mode_size, false);
+        self.renderer.draw(target, Source::Texture(texture), &how)?;
+        self.renderer.fence()?.wait(FENCE_WAIT);
+        self.flip_buffer(index, None)
+    }
+
+    /// Writes what the monitor shows to `--capture`: by writeback where the
+    /// card has it, else by reading back what we put on the plane.
+    fn capture(&mut self) -> Result<(), DisplayError> {
+        self.capture_dirty = false;
+        let Some(path) = self.options.capture.clone() else {
+            return Ok(());
+        };
+        match self.writeback.as_mut() {
+            Some(writeback) => {
+                self.capture_frame = writeback.capture(&mut self.committer, WRITEBACK_TIMEOUT)?;
+            }
+            None => self.read_back()?,
+        }
+        self.cpu_bytes += self.capture_frame.pixels.len() as u64;
+        write_png_atomic(&path, &self.capture_frame)?;
+        tracing::debug!("wrote {}", path.display());
+        Ok(())
+    }
+
+    fn read_back(&mut self) -> Result<(), DisplayError> {
+        let Some(shown) = &self.on_screen else {
+            return Ok(());
+        };
+        if let Some(index) = shown.buffer {
+            let target = self.buffers[index].target.as_ref().expect("live");
+            return Ok(self.renderer.read(target, &mut self.capture_frame)?);
+        }
+        let Some(current) = shown.direct else {
+            return Ok(());
+        };
+        let Some(index) = self.import_index(current.key) else {
+            return Ok(());
+        };
+        if self.readback_target.is_none() {
+            let (w, h) = self.mode_size;
+            self.readback_target = Some(self.renderer.create_target(w, h)?);
+        }
+        if self.imports[index].image.is_none() {
+            let image = import_scanout(&mut self.renderer, &self.imports[index].scanout)?;
+            self.imports[index].image = Some(image);
+        }
+        let image = self.imports[index].image.as_ref().expect("imported");
+        let target = self.readback_target.as_ref().expect("made");
+        self.renderer.rebind(image)?;
+        self.renderer.clear(target);
+        let how = Composition::fit(current.layout.rect, self.mode_size, false);
+        self.renderer.draw(target, Source::Image(image), &how)?;
+        Ok(self.renderer.read(target, &mut self.capture_frame)?)
+    }
+
+    /// On the way out: the last flip completes, the last picture is
+    /// captured, the CRTC gets back what it showed before us, and only then
+    /// are the buffers on it released.
+    fn shut_down(&mut self) {
+        let waited = Instant::now();
+        while self.committer.flip_pending() && waited.elapsed() < FLIP_TIMEOUT {
+            match self.committer.read_events(FLIP_TIMEOUT) {
+                Ok(events) => events.into_iter().for_each(|e| self.flipped(e)),
+                Err(err) => {
+                    tracing::warn!("waiting for the last flip: {err}");
+                    break;
+                }
+            }
+        }
+        self.check_flip_timeout();
+        if let Some(Queued::Frame {
+            mut record,
+            release,
+            ..
+        }) = self.queued.take()
+        {
+            record.skipped = true;
+            self.release(&mut record, release);
+            self.finish(record);
+        }
+        if self.capture_dirty {
+            if let Err(err) = self.capture() {
+                tracing::warn!("the last capture: {err}");
+            }
+        }
+        if let Err(err) = self.committer.restore() {
+            tracing::warn!("restoring the CRTC: {err}");
+        }
+        for shown in [self.in_flight.take(), self.on_screen.take()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(held) = shown.frame {
+                self.retire(held);
+            }
+        }
+        self.forget_unused_imports();
+        if let Some(t) = self.texture_2d.take() {
+            self.renderer.destroy_texture(t);
+        }
+        if let Some(t) = self.readback_target.take() {
+            self.renderer.destroy_target(t);
+        }
+        for buffer in &mut self.buffers {
+            if let Some(t) = buffer.target.take() {
+                self.renderer.destroy_target(t);
+            }
+        }
+    }
+}
+
+/// Waits until the card has events (true) or the state changed (false),
+/// at most `timeout`.
+fn wait_for(
+    card: BorrowedFd<'_>,
+    wake: BorrowedFd<'_>,
+    timeout: Duration,
+) -> std::io::Result<bool> {
+    // Round up: a 0.4 ms remainder must not become a busy 0 ms poll.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let mut fds = [
+        PollFd::new(card, PollFlags::POLLIN),
+        PollFd::new(wake, PollFlags::POLLIN),
+    ];
+    match poll(&mut fds, ms) {
+        Ok(_) => Ok(fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl DisplaySummary {
+    /// One line for the log.
+    pub fn line(&self) -> String {
+        format!(
+            "display on {}: {} frames shown ({} direct, {} composed), {} skipped, {} flips, \
+             {} answered by the deadline; CPU bytes copied on the direct path: {}",
+            self.output,
+            self.stats.shown,
+            self.direct,
+            self.composite,
+            self.stats.skipped,
+            self.flips,
+            self.stats.deadline_answers,
+            self.direct_cpu_bytes
+        )
+    }
+}

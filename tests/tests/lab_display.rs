@@ -1,0 +1,328 @@
+//! `qemu-sink display` in the lab: the guest on a KMS monitor of its own.
+//! vkms (with its writeback connector: what the CRTC really showed) and
+//! virtio-gpu (where foreign DMA-BUFs don't import) take frames from the
+//! fake QEMU's udmabufs and from a real nested QEMU with `gl=on`.
+//!
+//! Starts: dbus-daemon, the fake QEMU (udmabufs) or a nested
+//! qemu-system-x86_64, the qemu-sink binary as a user runs it. Every test
+//! needs the lab (`scripts/lab/test.sh display`).
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use capture::read_png;
+use drm::control::Device as _;
+use drm_fourcc::DrmFourcc;
+use serde_json::Value;
+use sink::output::kms::{find_node, NodeKind};
+use tests::fake_qemu::{BufferDesc, FakeListener, FakeQemu};
+use tests::lab::require_lab;
+use tests::picture::letterboxed;
+use tests::sink_run::{opaque, wait_for_picture, Sink};
+use tests::udmabuf::Udmabuf;
+use tests::*;
+
+/// A DRM node opened without master, to look at what the sink shows.
+struct Observer(File);
+
+impl AsFd for Observer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+impl drm::Device for Observer {}
+impl drm::control::Device for Observer {}
+
+impl Observer {
+    fn open(path: &Path) -> Observer {
+        Observer(
+            File::options()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+    }
+
+    /// The DMA-BUF inode behind the framebuffer a lit CRTC scans out now
+    /// (GETFB2 hands root the buffer's handle; exporting it gives back the
+    /// DMA-BUF it was imported from).
+    fn scanned_out_inode(&self) -> Option<u64> {
+        let resources = self.resource_handles().ok()?;
+        let fb = resources
+            .crtcs()
+            .iter()
+            .find_map(|&c| self.get_crtc(c).ok()?.framebuffer())?;
+        let info = self.get_planar_framebuffer(fb).ok()?;
+        let handle = info.buffers()[0]?;
+        let fd = self.buffer_to_prime_fd(handle, drm::CLOEXEC).ok()?;
+        Some(nix::sys::stat::fstat(&fd).ok()?.st_ino)
+    }
+}
+
+fn inode(fd: BorrowedFd<'_>) -> u64 {
+    nix::sys::stat::fstat(fd).unwrap().st_ino
+}
+
+fn xrgb(width: u32, height: u32) -> BufferDesc {
+    BufferDesc {
+        width,
+        height,
+        stride: width * 4,
+        fourcc: DrmFourcc::Xrgb8888 as u32,
+        modifier: 0,
+    }
+}
+
+fn vkms() -> PathBuf {
+    find_node(NodeKind::Primary, "vkms").expect("the vkms card")
+}
+
+/// `qemu-sink display` attached to the fake QEMU `vm` on `bus`.
+fn display(bus: &str, vm: &str, device: &Path, extra: &[&str]) -> Sink {
+    let mut args = vec![
+        "display",
+        "--bus",
+        bus,
+        "--vm",
+        vm,
+        "--device",
+        device.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Sink::spawn(sink_command(&args))
+}
+
+struct Setup {
+    dir: TempDir,
+    _bus: sink::vm::PrivateBus,
+    _fake: FakeQemu,
+    listener: FakeListener,
+    sink: Sink,
+    out: PathBuf,
+    report: PathBuf,
+}
+
+/// A private bus, the fake QEMU on it with a `size` console, and
+/// `qemu-sink display --capture --report` on `device` attached to it.
+fn setup(tag: &str, size: (u32, u32), device: &Path, extra: &[&str]) -> Setup {
+    let dir = TempDir::new(tag);
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::on_bus(
+        &bus.address,
+        tag,
+        "00000000-0000-4000-8000-0000000d1501",
+        size,
+    )
+    .unwrap();
+    let out = dir.path("screen.png");
+    let report = dir.path("report.json");
+    let mut args = vec![
+        "--capture",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let sink = display(&bus.address, tag, device, &args);
+    // The sink lights the monitor and warms up GL before attaching.
+    let listener = fake.accept_listener(Duration::from_secs(60)).unwrap();
+    Setup {
+        dir,
+        _bus: bus,
+        _fake: fake,
+        listener,
+        sink,
+        out,
+        report,
+    }
+}
+
+fn read_report(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// vkms takes XRGB8888 at the mode's size as it is: the CRTC scans out the
+/// guest's own buffer (its DMA-BUF, checked by inode), and writeback shows
+/// exactly the guest's pattern, for two buffers in turn.
+#[test]
+#[ignore = "needs the lab"]
+fn display_direct_path_scans_out_the_guests_own_buffers() {
+    require_lab();
+    let card = vkms();
+    let mut s = setup("display-direct", (640, 480), &card, &["--mode", "640x480"]);
+    let observer = Observer::open(&card);
+    let mut buffers = [
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+    ];
+    buffers[1].fill(1).unwrap();
+    for round in 0..2 {
+        for (i, buffer) in buffers.iter().enumerate() {
+            let what = format!("round {round}, buffer {i}");
+            s.listener
+                .scanout_dmabuf(buffer.fd(), xrgb(640, 480), false)
+                .unwrap();
+            assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok, "{what}");
+            wait_for_picture(
+                &what,
+                &s.out,
+                &opaque(&buffer.expected(i as u32)),
+                Duration::from_secs(30),
+            );
+            assert_eq!(
+                observer.scanned_out_inode(),
+                Some(inode(buffer.fd())),
+                "{what}: the CRTC must scan out the guest's buffer itself"
+            );
+        }
+    }
+    let log = s.sink.stop();
+    assert!(
+        log.contains("640x480 DrmFourcc(XR24) (modifier 0x0, stride 2560): direct scanout"),
+        "{log}"
+    );
+    assert!(log.contains("(4 direct, 0 composed)"), "{log}");
+    assert!(
+        log.contains("CPU bytes copied on the direct path: 0"),
+        "{log}"
+    );
+    let report = read_report(&s.report);
+    assert_eq!(report["frames"]["received"], 4, "{report}");
+    drop(s.dir);
+}
+
+/// Over 300 frames from two alternating buffers: every `UpdateDMABUF`
+/// answer comes after its frame's flip (the kernel's timestamp, the same
+/// clock in the same machine), none by the deadline, none skipped.
+#[test]
+#[ignore = "needs the lab"]
+fn display_answers_follow_their_flips_over_300_frames() {
+    require_lab();
+    let card = vkms();
+    let mut s = setup("display-order", (640, 480), &card, &["--mode", "640x480"]);
+    let buffers = [
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+    ];
+    const FRAMES: usize = 300;
+    for n in 0..FRAMES {
+        s.listener
+            .scanout_dmabuf(buffers[n % 2].fd(), xrgb(640, 480), false)
+            .unwrap();
+        s.listener.update_dmabuf(0, 0, 640, 480);
+    }
+    let log = s.sink.stop();
+    let report = read_report(&s.report);
+    let samples = report["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), FRAMES, "{log}");
+    assert_eq!(report["frames"]["deadline_answers"], 0, "{log}");
+    assert_eq!(report["frames"]["skipped"], 0, "{log}");
+    let mut delays = Vec::new();
+    for (n, (sample, answer)) in samples.iter().zip(&s.listener.answers).enumerate() {
+        assert!(answer.ok, "frame {n} was not answered: {log}");
+        assert!(
+            answer.latency() < Duration::from_secs(1),
+            "frame {n} answered after {:?}",
+            answer.latency()
+        );
+        assert_eq!(sample["id"], n as u64, "frames in order, none twice");
+        assert_eq!(sample["path"], "direct", "frame {n}: {sample}");
+        let flipped = sample["flipped_us"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("frame {n} never flipped: {sample}"));
+        let answered = answer.answered_at.as_micros() as u64;
+        assert!(
+            answered >= flipped,
+            "frame {n} answered at {answered} us, before its flip at {flipped} us"
+        );
+        delays.push(sample["released_us"].as_u64().unwrap() - flipped);
+    }
+    delays.sort_unstable();
+    eprintln!(
+        "release after the flip's timestamp: median {} us, p99 {} us; stages: {}",
+        delays[delays.len() / 2],
+        delays[delays.len() * 99 / 100],
+        report["stages"]
+    );
+    drop(s.dir);
+}
+
+/// A guest smaller than the mode, of another shape: vkms cannot scale, so
+/// the frame is composed by GL, letterboxed; writeback shows it within the
+/// filter's rounding.
+#[test]
+#[ignore = "needs the lab"]
+fn display_composes_a_guest_the_plane_cannot_scale_letterboxed() {
+    require_lab();
+    let card = vkms();
+    let mut s = setup(
+        "display-letterbox",
+        (400, 200),
+        &card,
+        &["--mode", "640x480"],
+    );
+    let buffer = Udmabuf::new(400, 200, DrmFourcc::Xrgb8888).unwrap();
+    s.listener
+        .scanout_dmabuf(buffer.fd(), xrgb(400, 200), false)
+        .unwrap();
+    assert!(s.listener.update_dmabuf(0, 0, 400, 200).ok);
+    let want = letterboxed(&opaque(&buffer.expected(0)), (640, 480));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let matched = read_png(&s.out)
+            .ok()
+            .map(|got| capture::compare_rgb(&got, &want, 3));
+        match matched {
+            Some(Ok(())) => break,
+            Some(Err(diff)) if std::time::Instant::now() > deadline => {
+                panic!("letterboxed picture: {diff}")
+            }
+            _ => assert!(std::time::Instant::now() < deadline, "no picture"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = s.sink.stop();
+    assert!(log.contains("400x200 DrmFourcc(XR24)"), "{log}");
+    assert!(
+        log.contains("composed by GL (the kernel refused it"),
+        "{log}"
+    );
+    assert!(log.contains("(0 direct, 1 composed)"), "{log}");
+}
+
+/// virtio-gpu cannot import a foreign DMA-BUF (ENODEV): the frames are
+/// composed into its own dumb buffers, flips complete, and the GL readback
+/// of what went on the plane is the guest's picture.
+#[test]
+#[ignore = "needs the lab"]
+fn display_on_virtio_gpu_composes_and_flips() {
+    require_lab();
+    let card = find_node(NodeKind::Primary, "virtio_gpu").expect("the virtio-gpu card");
+    let mut s = setup("display-virtio", (640, 480), &card, &["--mode", "640x480"]);
+    let buffer = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
+    for _ in 0..3 {
+        s.listener
+            .scanout_dmabuf(buffer.fd(), xrgb(640, 480), false)
+            .unwrap();
+        assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    }
+    wait_for_picture(
+        "virtio-gpu readback",
+        &s.out,
+        &opaque(&buffer.expected(0)),
+        Duration::from_secs(60),
+    );
+    let log = s.sink.stop();
+    assert!(log.contains("composed by GL"), "{log}");
+    assert!(log.contains("(0 direct, 3 composed)"), "{log}");
+    let report = read_report(&s.report);
+    let samples = report["samples"].as_array().unwrap();
+    assert!(
+        samples.iter().all(|s| s["flipped_us"].is_u64()),
+        "every frame flipped: {report}"
+    );
+}
