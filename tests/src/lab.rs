@@ -5,11 +5,14 @@
 //! Lab tests are `#[ignore = "needs the lab"]`, so a host `cargo test` lists
 //! them as ignored; `scripts/lab/test.sh` runs them all in one lab boot.
 
+use std::fs::File;
 use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use drm::control::Device as _;
 use sink::vm::{qemu_binary, Guard};
 
 use crate::TempDir;
@@ -127,4 +130,46 @@ pub fn failure_dir(what: &str) -> PathBuf {
     let dir = base.join(name);
     let _ = std::fs::create_dir_all(&dir);
     dir
+}
+
+/// A DRM node opened without master, to look at what the sink shows.
+pub struct Observer(File);
+
+impl AsFd for Observer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+impl drm::Device for Observer {}
+impl drm::control::Device for Observer {}
+
+impl Observer {
+    pub fn open(path: &Path) -> Observer {
+        Observer(
+            File::options()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+    }
+
+    /// The DMA-BUF inode behind the framebuffer a lit CRTC scans out now
+    /// (GETFB2 hands root the buffer's handle; exporting it gives back the
+    /// DMA-BUF it was imported from).
+    pub fn scanned_out_inode(&self) -> Option<u64> {
+        let resources = self.resource_handles().ok()?;
+        let fb = resources
+            .crtcs()
+            .iter()
+            .find_map(|&c| self.get_crtc(c).ok()?.framebuffer())?;
+        let info = self.get_planar_framebuffer(fb).ok()?;
+        let handle = info.buffers()[0]?;
+        let fd = self.buffer_to_prime_fd(handle, drm::CLOEXEC).ok()?;
+        Some(nix::sys::stat::fstat(&fd).ok()?.st_ino)
+    }
+}
+
+pub fn inode(fd: BorrowedFd<'_>) -> u64 {
+    nix::sys::stat::fstat(fd).unwrap().st_ino
 }

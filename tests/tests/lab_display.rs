@@ -7,64 +7,19 @@
 //! qemu-system-x86_64, the qemu-sink binary as a user runs it. Every test
 //! needs the lab (`scripts/lab/test.sh display`).
 
-use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use capture::read_png;
-use drm::control::Device as _;
 use drm_fourcc::DrmFourcc;
 use serde_json::Value;
 use sink::output::kms::{find_node, NodeKind};
 use tests::fake_qemu::{BufferDesc, FakeListener, FakeQemu};
-use tests::lab::require_lab;
+use tests::lab::{inode, require_lab, Observer};
 use tests::picture::letterboxed;
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::*;
-
-/// A DRM node opened without master, to look at what the sink shows.
-struct Observer(File);
-
-impl AsFd for Observer {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-impl drm::Device for Observer {}
-impl drm::control::Device for Observer {}
-
-impl Observer {
-    fn open(path: &Path) -> Observer {
-        Observer(
-            File::options()
-                .read(true)
-                .write(true)
-                .open(path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
-    }
-
-    /// The DMA-BUF inode behind the framebuffer a lit CRTC scans out now
-    /// (GETFB2 hands root the buffer's handle; exporting it gives back the
-    /// DMA-BUF it was imported from).
-    fn scanned_out_inode(&self) -> Option<u64> {
-        let resources = self.resource_handles().ok()?;
-        let fb = resources
-            .crtcs()
-            .iter()
-            .find_map(|&c| self.get_crtc(c).ok()?.framebuffer())?;
-        let info = self.get_planar_framebuffer(fb).ok()?;
-        let handle = info.buffers()[0]?;
-        let fd = self.buffer_to_prime_fd(handle, drm::CLOEXEC).ok()?;
-        Some(nix::sys::stat::fstat(&fd).ok()?.st_ino)
-    }
-}
-
-fn inode(fd: BorrowedFd<'_>) -> u64 {
-    nix::sys::stat::fstat(fd).unwrap().st_ino
-}
 
 fn xrgb(width: u32, height: u32) -> BufferDesc {
     BufferDesc {
