@@ -45,6 +45,11 @@ enum Command {
     },
     /// Capture a console to PNG, rewritten each time the screen changes.
     Capture(CaptureArgs),
+    /// Latency mode, headless: every DMA-BUF frame's stages timestamped
+    /// (receive, import, composition, release), the stage table logged every
+    /// --latency-interval seconds (default 1) and at exit. `capture --latency`
+    /// without a PNG.
+    Latency(CaptureArgs),
     /// Show a console on a monitor of its own through KMS: the guest's
     /// DMA-BUF on the plane where it can be (no copy), composed by GL
     /// otherwise. Needs DRM master: run it from a text VT or a seat with no
@@ -104,9 +109,10 @@ struct CaptureArgs {
     /// `vdmabuf[=NODE]` (export events; NODE defaults to /dev/vhost-vdmabuf).
     #[arg(long, default_value = "dbus", value_parser = parse_source)]
     source: Source,
-    /// The PNG to write (replaced atomically on every change).
+    /// The PNG to write (replaced atomically on every change); required
+    /// for `capture`.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Stop after this many surface updates.
     #[arg(long)]
     frames: Option<u64>,
@@ -127,6 +133,37 @@ struct CaptureArgs {
     /// ratio kept; default: the guest's own size, 1:1.
     #[arg(long, value_parser = parse_size)]
     size: Option<(u32, u32)>,
+    #[command(flatten)]
+    latency: LatencyArgs,
+}
+
+#[derive(Args, Debug)]
+struct LatencyArgs {
+    /// Log the per-stage latency table every --latency-interval seconds.
+    #[arg(long)]
+    latency: bool,
+    /// How often --latency logs the stage table (seconds; default 1).
+    #[arg(long)]
+    latency_interval: Option<f64>,
+    /// Write the frame counts, per-stage figures and every frame's
+    /// timestamps to this JSON file at exit.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Draw the per-stage distributions and a per-frame timeline into this
+    /// SVG file at exit.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+impl LatencyArgs {
+    /// The table interval, if any (`--latency` alone: every second).
+    fn interval(&self, latency_mode: bool) -> anyhow::Result<Option<Duration>> {
+        match (self.latency_interval, self.latency || latency_mode) {
+            (Some(s), _) => seconds(Some(s), "latency-interval"),
+            (None, true) => Ok(Some(Duration::from_secs(1))),
+            (None, false) => Ok(None),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -163,17 +200,8 @@ struct DisplayArgs {
     /// Stop after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
-    /// Log the per-stage latency table every this many seconds.
-    #[arg(long)]
-    latency_interval: Option<f64>,
-    /// Write the frame counts, per-stage figures and every frame's
-    /// timestamps to this JSON file at exit.
-    #[arg(long)]
-    report: Option<PathBuf>,
-    /// Draw the per-stage distributions and a per-frame timeline into this
-    /// SVG file at exit.
-    #[arg(long)]
-    plot: Option<PathBuf>,
+    #[command(flatten)]
+    latency: LatencyArgs,
 }
 
 #[derive(Debug, Clone)]
@@ -192,15 +220,11 @@ impl Source {
 }
 
 /// `--report` and `--plot`.
-fn write_reports(
-    report: &Report<'_>,
-    json: Option<&std::path::Path>,
-    svg: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    if let Some(path) = json {
+fn write_reports(report: &Report<'_>, args: &LatencyArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.report {
         report.write_json(path)?;
     }
-    if let Some(path) = svg {
+    if let Some(path) = &args.plot {
         report.write_svg(path)?;
     }
     Ok(())
@@ -233,7 +257,7 @@ fn seconds(value: Option<f64>, what: &str) -> anyhow::Result<Option<Duration>> {
         .transpose()
 }
 
-fn report(summary: &CaptureSummary, out: &std::path::Path) -> anyhow::Result<()> {
+fn report_capture(summary: &CaptureSummary, out: &std::path::Path) -> anyhow::Result<()> {
     let Some((w, h)) = summary.size else {
         bail!("no frame received from QEMU ({:?})", summary.stopped_by);
     };
@@ -293,6 +317,44 @@ impl Running {
     }
 }
 
+/// `capture` and `latency`: the headless output.
+fn run_headless(
+    shared: &Arc<Shared>,
+    args: &CaptureArgs,
+    latency_mode: bool,
+) -> anyhow::Result<()> {
+    if args.out.is_none() && !latency_mode {
+        bail!("capture needs --out FILE.png (or use `qemu-sink latency`)");
+    }
+    let options = CaptureOptions {
+        out: args.out.clone(),
+        frames: args.frames,
+        timeout: seconds(args.timeout, "timeout")?,
+        settle: seconds(args.settle, "settle")?,
+        cursor: args.cursor,
+        render_device: args.render_device.clone(),
+        size: args.size,
+        latency_interval: args.latency.interval(latency_mode)?,
+    };
+    let mut gl = GlCapture::new(options.render_device.clone(), options.size);
+    gl.warm_up();
+    let running = start_source(&args.source, &args.attach, shared)?;
+    let summary = run_capture_with(shared, &options, &mut gl)?;
+    running.stop(shared);
+    let report = Report {
+        mode: if latency_mode { "latency" } else { "capture" },
+        source: args.source.name(),
+        refresh: None,
+        stats: &gl.stats,
+        records: gl.records.make_contiguous(),
+    };
+    write_reports(&report, &args.latency)?;
+    match &options.out {
+        Some(out) => report_capture(&summary, out),
+        None => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     sink::signals::block_stop_signals().context("blocking SIGINT/SIGTERM")?;
     let shared = Arc::new(Shared::default());
@@ -327,23 +389,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Capture(args) => {
-            let options = CaptureOptions {
-                out: args.out.clone(),
-                frames: args.frames,
-                timeout: seconds(args.timeout, "timeout")?,
-                settle: seconds(args.settle, "settle")?,
-                cursor: args.cursor,
-                render_device: args.render_device.clone(),
-                size: args.size,
-            };
-            let mut gl = GlCapture::new(options.render_device.clone(), options.size);
-            gl.warm_up();
-            let running = start_source(&args.source, &args.attach, &shared)?;
-            let summary = run_capture_with(&shared, &options, gl)?;
-            running.stop(&shared);
-            report(&summary, &options.out)
-        }
+        Command::Capture(args) => run_headless(&shared, &args, false),
+        Command::Latency(args) => run_headless(&shared, &args, true),
         Command::Display(args) => {
             let options = DisplayOptions {
                 device: args.device.clone(),
@@ -354,13 +401,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 render_device: args.render_device.clone(),
                 frames: args.frames,
                 timeout: seconds(args.timeout, "timeout")?,
-                latency_interval: seconds(args.latency_interval, "latency-interval")?,
+                latency_interval: args.latency.interval(false)?,
             };
             // Light the monitor (and warm up GL) before QEMU waits on us.
-            let display = Display::open(options)?;
-            let running = start_source(&args.source, &args.attach, &shared)?;
-            let mut summary = display.run(&shared)?;
-            running.stop(&shared);
+            let mut display = Display::open(options)?;
+            let mut attached_once = false;
+            let stopped = loop {
+                let running = match start_source(&args.source, &args.attach, &shared) {
+                    Ok(running) => running,
+                    // QEMU went away: wait for it (or a signal) on a black screen.
+                    Err(err) if attached_once => {
+                        tracing::debug!("re-attaching: {err:#}");
+                        match shared.lock().stop {
+                            Some(StopReason::Signal(sig)) => break Stopped::Signal(sig),
+                            Some(_) => break Stopped::Disconnected,
+                            None => {}
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+                if attached_once {
+                    tracing::info!("QEMU is back: attached again");
+                }
+                attached_once = true;
+                let stopped = display.run(&shared)?;
+                running.stop(&shared);
+                if stopped != Stopped::Disconnected || !matches!(args.source, Source::Dbus) {
+                    break stopped;
+                }
+                if !shared.forget_source() {
+                    break stopped;
+                }
+                tracing::info!("QEMU went away: the monitor stays black until it is back");
+                display.blank()?;
+            };
+            let mut summary = display.finish_run(&shared, stopped);
             tracing::info!("{}", summary.line());
             tracing::info!("frame stages:\n{}", summary.stats.table());
             let report = Report {
@@ -370,12 +447,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stats: &summary.stats,
                 records: summary.records.make_contiguous(),
             };
-            write_reports(&report, args.report.as_deref(), args.plot.as_deref())
+            write_reports(&report, &args.latency)
         }
         Command::Demo { out, seconds: secs } => {
             let duration = seconds(Some(secs), "seconds")?.unwrap_or_default();
             let summary = sink::demo::run_demo(shared, out.clone(), duration)?;
-            report(&summary, &out)?;
+            report_capture(&summary, &out)?;
             println!("{}", out.display());
             Ok(())
         }

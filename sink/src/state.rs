@@ -94,6 +94,21 @@ impl Shared {
         });
     }
 
+    /// After the source went away (QEMU quit): forgets its surface, cursor
+    /// and queued frames (releasing them), keeps the counters, and clears
+    /// the stop unless it was a signal. Returns whether to go on.
+    pub fn forget_source(&self) -> bool {
+        self.modify(|s| {
+            if matches!(s.stop, Some(StopReason::Signal(_))) {
+                return false;
+            }
+            s.stop = None;
+            s.surface = Surface::default();
+            s.dmabuf.clear();
+            true
+        })
+    }
+
     /// Waits for a change, at most until `deadline`.
     pub fn wait<'a>(
         &self,

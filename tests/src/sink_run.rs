@@ -16,6 +16,8 @@ use crate::udmabuf::assert_picture_eq;
 pub struct Sink {
     child: Option<Child>,
     log: Option<std::thread::JoinHandle<String>>,
+    /// The log read so far.
+    so_far: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Sink {
@@ -37,16 +39,36 @@ impl Sink {
     pub fn spawn(mut command: std::process::Command) -> Sink {
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("starting qemu-sink");
-        let mut stderr = child.stderr.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let so_far = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shared = so_far.clone();
         let log = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-            text
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut text = shared.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+            shared.lock().unwrap().clone()
         });
         Sink {
             child: Some(child),
             log: Some(log),
+            so_far,
         }
+    }
+
+    /// Waits until its log says `needle`; false after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.so_far.lock().unwrap().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
     }
 
     pub fn pid(&self) -> u32 {
@@ -68,6 +90,15 @@ impl Sink {
             nix::sys::signal::Signal::SIGTERM,
         );
         self.finish(child)
+    }
+
+    /// Kills it and returns its log so far (for a failing test's message).
+    pub fn abort(mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.log.take().unwrap().join().unwrap()
     }
 
     /// Waits for it to exit by itself (0), at most `timeout`; its log.

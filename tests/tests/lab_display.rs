@@ -61,8 +61,10 @@ struct Setup {
 }
 
 /// A private bus, the fake QEMU on it with a `size` console, and
-/// `qemu-sink display --capture --report` on `device` attached to it.
-fn setup(tag: &str, size: (u32, u32), device: &Path, extra: &[&str]) -> Setup {
+/// `qemu-sink display --report [--capture]` on `device` attached to it.
+/// (A capture is a writeback commit after each change: 80–110 ms in which
+/// no flip can happen, so timing tests go without.)
+fn setup(tag: &str, size: (u32, u32), device: &Path, capture: bool, extra: &[&str]) -> Setup {
     let dir = TempDir::new(tag);
     let bus = private_bus(&dir);
     let fake = FakeQemu::on_bus(
@@ -74,16 +76,17 @@ fn setup(tag: &str, size: (u32, u32), device: &Path, extra: &[&str]) -> Setup {
     .unwrap();
     let out = dir.path("screen.png");
     let report = dir.path("report.json");
-    let mut args = vec![
-        "--capture",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ];
+    let mut args = vec!["--report", report.to_str().unwrap()];
+    if capture {
+        args.extend_from_slice(&["--capture", out.to_str().unwrap()]);
+    }
     args.extend_from_slice(extra);
     let sink = display(&bus.address, tag, device, &args);
     // The sink lights the monitor and warms up GL before attaching.
-    let listener = fake.accept_listener(Duration::from_secs(60)).unwrap();
+    let listener = match fake.accept_listener(Duration::from_secs(60)) {
+        Ok(listener) => listener,
+        Err(err) => panic!("{err:#}; sink:\n{}", sink.abort()),
+    };
     Setup {
         dir,
         _bus: bus,
@@ -108,7 +111,13 @@ fn read_report(path: &Path) -> Value {
 fn display_direct_path_scans_out_the_guests_own_buffers() {
     require_lab();
     let card = vkms();
-    let mut s = setup("display-direct", (640, 480), &card, &["--mode", "640x480"]);
+    let mut s = setup(
+        "display-direct",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
     let observer = Observer::open(&card);
     let mut buffers = [
         Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
@@ -158,7 +167,13 @@ fn display_direct_path_scans_out_the_guests_own_buffers() {
 fn display_answers_follow_their_flips_over_300_frames() {
     require_lab();
     let card = vkms();
-    let mut s = setup("display-order", (640, 480), &card, &["--mode", "640x480"]);
+    let mut s = setup(
+        "display-order",
+        (640, 480),
+        &card,
+        false,
+        &["--mode", "640x480"],
+    );
     let buffers = [
         Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
         Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
@@ -218,6 +233,7 @@ fn display_composes_a_guest_the_plane_cannot_scale_letterboxed() {
         "display-letterbox",
         (400, 200),
         &card,
+        true,
         &["--mode", "640x480"],
     );
     let buffer = Udmabuf::new(400, 200, DrmFourcc::Xrgb8888).unwrap();
@@ -257,7 +273,13 @@ fn display_composes_a_guest_the_plane_cannot_scale_letterboxed() {
 fn display_on_virtio_gpu_composes_and_flips() {
     require_lab();
     let card = find_node(NodeKind::Primary, "virtio_gpu").expect("the virtio-gpu card");
-    let mut s = setup("display-virtio", (640, 480), &card, &["--mode", "640x480"]);
+    let mut s = setup(
+        "display-virtio",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
     let buffer = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
     for _ in 0..3 {
         s.listener
@@ -280,4 +302,191 @@ fn display_on_virtio_gpu_composes_and_flips() {
         samples.iter().all(|s| s["flipped_us"].is_u64()),
         "every frame flipped: {report}"
     );
+}
+
+/// A real nested QEMU with `gl=on` (on the vgem render node) shown on
+/// vkms at its preferred 1024x768: vkms can neither scan out QEMU's
+/// XBGR8888 buffers nor scale, so they are composed, letterboxed, and
+/// writeback equals QMP's screendump scaled the same way (within the
+/// filter's rounding). vkms has no 720x400 mode for a 1:1 picture.
+#[test]
+#[ignore = "needs the lab"]
+fn display_of_a_gl_on_qemu_on_vkms_equals_its_screendump() {
+    require_lab();
+    let dir = TempDir::new("lab-display-gl");
+    let bus = private_bus(&dir);
+    let render_node = find_node(NodeKind::Render, "vgem").expect("the vgem render node");
+    let vm = tests::lab::GlQemu::on_bus(&dir, "gl-display", &bus.plain_address, &render_node);
+    let out = dir.path("screen.png");
+    let card = vkms();
+    let sink = display(
+        &bus.address,
+        "gl-display",
+        &card,
+        &["--capture", out.to_str().unwrap()],
+    );
+    // The text screen arrives (720x400 is the console's size) and is shown.
+    if !sink.wait_for_log("720x400 DrmFourcc(XB24)", Duration::from_secs(90)) {
+        panic!(
+            "no 720x400 frame; sink:\n{}\nQEMU:\n{}",
+            sink.abort(),
+            vm.stderr()
+        );
+    }
+    // SeaBIOS prints its last line within a second or two of text mode;
+    // then freeze the screen (pause, VGA text cursor off).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut qmp = sink::qmp::Qmp::connect(&vm.qmp_path).expect("QMP");
+    qmp.execute("stop", serde_json::json!({})).unwrap();
+    for command in ["o /b 0x3d4 0x0a", "o /b 0x3d5 0x20"] {
+        qmp.execute(
+            "human-monitor-command",
+            serde_json::json!({ "command-line": command }),
+        )
+        .unwrap();
+    }
+    let truth_path = dir.path("screendump.png");
+    qmp.execute(
+        "screendump",
+        serde_json::json!({ "filename": truth_path.to_str().unwrap(), "format": "png" }),
+    )
+    .unwrap();
+    let truth = read_png(&truth_path).unwrap();
+    assert_eq!((truth.width, truth.height), TEXT_MODE_SIZE);
+    let want = letterboxed(&opaque(&truth), (1024, 768));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let compared = read_png(&out).map(|got| capture::compare_rgb(&got, &want, 3));
+        match compared {
+            Ok(Ok(())) => break,
+            Ok(Err(diff)) if std::time::Instant::now() > deadline => {
+                panic!("gl=on QEMU on vkms vs its screendump, letterboxed: {diff}")
+            }
+            _ => assert!(std::time::Instant::now() < deadline, "no picture"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = sink.stop();
+    assert!(
+        log.contains("720x400 DrmFourcc(XB24) (modifier 0x0, stride 2880): composed by GL"),
+        "{log}"
+    );
+}
+
+/// The guest's cursor goes on the cursor plane, over a directly scanned
+/// out frame: writeback shows it at the `MouseSet` position (minus its hot
+/// spot), and a move alone moves it.
+#[test]
+#[ignore = "needs the lab"]
+fn display_cursor_on_the_cursor_plane_follows_the_pointer() {
+    require_lab();
+    let card = vkms();
+    let mut s = setup(
+        "display-cursor",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
+    let buffer = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
+    s.listener
+        .scanout_dmabuf(buffer.fd(), xrgb(640, 480), false)
+        .unwrap();
+    // A 4x4 opaque red cursor (ARGB) with its hot spot at (1, 1).
+    let red: Vec<u8> = [0u8, 0, 0xff, 0xff].repeat(16);
+    s.listener
+        .listener()
+        .cursor_define(4, 4, 1, 1, serde_bytes::Bytes::new(&red))
+        .unwrap();
+    s.listener.listener().mouse_set(10, 10, 1).unwrap();
+    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    let plain = opaque(&buffer.expected(0));
+    let mut want = plain.clone();
+    want.blend_argb(9, 9, 4, 4, &red);
+    wait_for_picture("cursor at (10, 10)", &s.out, &want, Duration::from_secs(30));
+
+    s.listener.listener().mouse_set(300, 200, 1).unwrap();
+    let mut moved = plain.clone();
+    moved.blend_argb(299, 199, 4, 4, &red);
+    wait_for_picture("cursor moved", &s.out, &moved, Duration::from_secs(30));
+
+    s.listener.listener().mouse_set(300, 200, 0).unwrap();
+    wait_for_picture("cursor hidden", &s.out, &plain, Duration::from_secs(30));
+    let log = s.sink.stop();
+    assert!(log.contains("(1 direct, 0 composed)"), "{log}");
+}
+
+/// QEMU going away leaves the monitor lit and black (its buffers let go),
+/// and the sink attaches again when a QEMU of that name is back.
+#[test]
+#[ignore = "needs the lab"]
+fn display_goes_black_when_qemu_leaves_and_comes_back_with_it() {
+    require_lab();
+    let card = vkms();
+    let s = setup(
+        "display-reattach",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
+    let Setup {
+        dir,
+        _bus: bus,
+        _fake: fake,
+        mut listener,
+        sink,
+        out,
+        ..
+    } = s;
+    let first = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
+    listener
+        .scanout_dmabuf(first.fd(), xrgb(640, 480), false)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 640, 480).ok);
+    wait_for_picture(
+        "first QEMU",
+        &out,
+        &opaque(&first.expected(0)),
+        Duration::from_secs(30),
+    );
+
+    // QEMU quits: its connections close.
+    drop(listener);
+    drop(fake);
+    let mut black = capture::RgbaFrame::default();
+    black.reset(640, 480);
+    for px in black.pixels.chunks_exact_mut(4) {
+        px[3] = 255;
+    }
+    wait_for_picture("after QEMU left", &out, &black, Duration::from_secs(30));
+
+    // It is back (same name): the sink attaches again and shows it.
+    let fake = FakeQemu::on_bus(
+        &bus.address,
+        "display-reattach",
+        "00000000-0000-4000-8000-0000000d1501",
+        (640, 480),
+    )
+    .unwrap();
+    let mut listener = match fake.accept_listener(Duration::from_secs(30)) {
+        Ok(listener) => listener,
+        Err(err) => panic!("{err:#}; sink:\n{}", sink.abort()),
+    };
+    let mut second = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
+    second.fill(2).unwrap();
+    listener
+        .scanout_dmabuf(second.fd(), xrgb(640, 480), false)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 640, 480).ok);
+    wait_for_picture(
+        "second QEMU",
+        &out,
+        &opaque(&second.expected(2)),
+        Duration::from_secs(30),
+    );
+    let log = sink.stop();
+    assert!(log.contains("QEMU went away"), "{log}");
+    assert!(log.contains("QEMU is back"), "{log}");
+    drop(dir);
 }

@@ -39,7 +39,7 @@ use crate::output::gl_capture::{first_draw, import_scanout};
 use crate::output::headless::Stopped;
 use crate::output::kms::{
     Card, Committer, Dmabuf, DmabufPlane, DumbBuffer, FlipEvent, Framebuffer, KmsError, ModeSpec,
-    Pipe, PlaneConfig, Rect, TestOutcome, Writeback,
+    Pipe, PlaneConfig, Rect, Request, TestOutcome, Writeback,
 };
 use crate::state::{Shared, StopReason};
 
@@ -193,6 +193,36 @@ struct Shown {
     frame: Option<Held>,
     /// The guest buffer shown directly, for a GL readback.
     direct: Option<Current>,
+    /// The primary plane's source and destination (a cursor move
+    /// re-commits them).
+    src: Rect,
+    dst: Rect,
+}
+
+/// The cursor plane's buffer (ARGB8888 of the size the driver asks for).
+struct CursorPlane {
+    buffer: DumbBuffer,
+    fb: Arc<Framebuffer>,
+    size: (u32, u32),
+}
+
+/// How guest coordinates land on the output: the picture's source rect
+/// and where it is drawn.
+#[derive(Debug, Clone, Copy)]
+struct PictureMap {
+    src: (u32, u32, u32, u32),
+    dst: (i32, i32, u32, u32),
+}
+
+impl PictureMap {
+    fn map(&self, x: i64, y: i64) -> (i64, i64) {
+        let (sx, sy, sw, sh) = self.src;
+        let (dx, dy, dw, dh) = self.dst;
+        (
+            i64::from(dx) + (x - i64::from(sx)) * i64::from(dw) / i64::from(sw.max(1)),
+            i64::from(dy) + (y - i64::from(sy)) * i64::from(dh) / i64::from(sh.max(1)),
+        )
+    }
 }
 
 /// The next picture, waiting for the flip in flight.
@@ -228,6 +258,17 @@ pub struct Display {
     frame_2d: RgbaFrame,
     texture_2d: Option<Texture>,
     seen_surface: u64,
+    cursor_plane: Option<CursorPlane>,
+    /// The guest's cursor (position minus hot spot, size) and its pixels.
+    cursor: Option<(i64, i64, u32, u32)>,
+    cursor_argb: Vec<u8>,
+    /// What the cursor plane's buffer holds now.
+    cursor_written: Vec<u8>,
+    seen_cursor: u64,
+    /// The cursor changed since the last commit.
+    cursor_dirty: bool,
+    /// Where the picture being shown sits on the output.
+    picture: Option<PictureMap>,
     /// The picture changed since the last capture.
     capture_dirty: bool,
     capture_frame: RgbaFrame,
@@ -241,6 +282,8 @@ pub struct Display {
     direct_cpu_bytes: u64,
     rejected: u64,
     output_name: String,
+    /// When the first run began (`--timeout` counts from it).
+    started: Option<Instant>,
 }
 
 fn fourcc_name(f: DrmFourcc) -> String {
@@ -325,6 +368,16 @@ impl Display {
                 _dumb: dumb,
             });
         }
+        let cursor_plane = match &committer.pipe().cursor {
+            Some(_) => match cursor_plane(&card) {
+                Ok(plane) => Some(plane),
+                Err(err) => {
+                    tracing::info!("no cursor plane buffer ({err}): the cursor is drawn by GL");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut display = Display {
             options,
             card,
@@ -344,6 +397,13 @@ impl Display {
             frame_2d: RgbaFrame::default(),
             texture_2d: None,
             seen_surface: 0,
+            cursor_plane,
+            cursor: None,
+            cursor_argb: Vec::new(),
+            cursor_written: Vec::new(),
+            seen_cursor: 0,
+            cursor_dirty: false,
+            picture: None,
             capture_dirty: false,
             capture_frame: RgbaFrame::default(),
             readback_target: None,
@@ -356,12 +416,15 @@ impl Display {
             direct_cpu_bytes: 0,
             rejected: 0,
             output_name,
+            started: None,
         };
         // Black until the guest's first frame.
         display.draw_blank(0)?;
         let fb = display.buffers[0].fb.clone();
         display.committer.modeset(&PlaneConfig::whole(&fb))?;
         display.on_screen = Some(Shown {
+            src: Rect::of_size(fb.size()),
+            dst: Rect::of_size(fb.size()),
             _fb: fb,
             buffer: Some(0),
             frame: None,
@@ -376,12 +439,13 @@ impl Display {
         self.refresh
     }
 
-    /// Runs until a signal, QEMU's disconnect, `--frames` or `--timeout`.
-    pub fn run(mut self, shared: &Shared) -> Result<DisplaySummary, DisplayError> {
+    /// Runs until a signal, QEMU's disconnect, `--frames` or `--timeout`
+    /// (counted from the first call).
+    pub fn run(&mut self, shared: &Shared) -> Result<Stopped, DisplayError> {
         let wake = shared.wake_fd().map_err(DisplayError::Poll)?;
-        let started = Instant::now();
+        let started = *self.started.get_or_insert_with(Instant::now);
         let deadline = self.options.timeout.map(|t| started + t);
-        let mut next_table = self.options.latency_interval.map(|i| started + i);
+        let mut next_table = self.options.latency_interval.map(|i| Instant::now() + i);
         let mut batch = VecDeque::new();
         let stopped_by = loop {
             let mut wait = Duration::from_secs(1);
@@ -404,9 +468,22 @@ impl Display {
             let stop = state.stop;
             let updates = state.updates;
             std::mem::swap(&mut batch, &mut state.dmabuf);
-            if state.surface_changes != self.seen_surface {
+            let cursor_changed = state.cursor_changes != self.seen_cursor;
+            if cursor_changed {
+                self.seen_cursor = state.cursor_changes;
+                self.cursor = state
+                    .surface
+                    .cursor_overlay()
+                    .map(|c| c.to_owned_overlay(&mut self.cursor_argb));
+                self.cursor_dirty = self.cursor_plane.is_some();
+                self.write_cursor_image();
+            }
+            // Without a cursor plane the cursor is drawn into 2D pictures.
+            let redraw_2d = cursor_changed && self.cursor_plane.is_none();
+            if state.surface_changes != self.seen_surface || redraw_2d {
                 self.seen_surface = state.surface_changes;
-                if state.surface.render(&mut self.frame_2d, true) {
+                let cursor_in_picture = self.cursor_plane.is_none();
+                if state.surface.render(&mut self.frame_2d, cursor_in_picture) {
                     self.cpu_bytes += self.frame_2d.pixels.len() as u64;
                     self.enqueue(Queued::Surface);
                 }
@@ -417,6 +494,8 @@ impl Display {
             if !self.committer.flip_pending() {
                 if let Some(next) = self.queued.take() {
                     self.present(next);
+                } else if self.cursor_dirty {
+                    self.move_cursor();
                 } else if self.capture_dirty {
                     self.capture()?;
                 }
@@ -439,13 +518,61 @@ impl Display {
                 break Stopped::Timeout;
             }
         };
+        Ok(stopped_by)
+    }
+
+    /// QEMU went away: its buffers are let go and the monitor goes black
+    /// (the monitor stays lit, waiting for it to come back).
+    pub fn blank(&mut self) -> Result<(), DisplayError> {
+        self.settle_flip();
+        if let Some(Queued::Frame {
+            mut record,
+            release,
+            ..
+        }) = self.queued.take()
+        {
+            record.skipped = true;
+            self.release(&mut record, release);
+            self.finish(record);
+        }
+        self.current = None;
+        self.cursor = None;
+        self.picture = None;
+        let index = self.free_buffer();
+        self.draw_blank(index)?;
+        self.flip_buffer(index, None)?;
+        self.settle_flip();
+        self.forget_unused_imports();
+        if self.capture_dirty {
+            self.capture()?;
+        }
+        Ok(())
+    }
+
+    /// Lets the flip in flight complete (at most [`FLIP_TIMEOUT`]).
+    fn settle_flip(&mut self) {
+        let waited = Instant::now();
+        while self.committer.flip_pending() && waited.elapsed() < FLIP_TIMEOUT {
+            match self.committer.read_events(FLIP_TIMEOUT) {
+                Ok(events) => events.into_iter().for_each(|e| self.flipped(e)),
+                Err(err) => {
+                    tracing::warn!("waiting for a flip: {err}");
+                    break;
+                }
+            }
+        }
+        self.check_flip_timeout();
+    }
+
+    /// Shuts the output down (the CRTC back as it was) and sums up.
+    pub fn finish_run(mut self, shared: &Shared, stopped_by: Stopped) -> DisplaySummary {
         let (updates, rejected) = {
             let state = shared.lock();
             (state.updates, state.rejected)
         };
         self.stats.deadline_answers = shared.lock().deadline_answers;
         self.shut_down();
-        let summary = DisplaySummary {
+        DisplaySummary {
             stopped_by,
             stats: std::mem::take(&mut self.stats),
             records: std::mem::take(&mut self.records),
@@ -458,8 +585,7 @@ impl Display {
             rejected: rejected + self.rejected,
             refresh: self.refresh,
             output: self.output_name.clone(),
-        };
-        Ok(summary)
+        }
     }
 
     /// Applies a batch of DMA-BUF events in order.
@@ -599,8 +725,11 @@ impl Display {
             return;
         };
         if let Some(held) = shown.frame.as_mut() {
-            held.record.flipped = Some(event.time);
-            held.record.event_read = Some(read_at);
+            // A cursor move re-commits a frame already shown: its flip stays.
+            if held.record.flipped.is_none() {
+                held.record.flipped = Some(event.time);
+                held.record.event_read = Some(read_at);
+            }
         }
         self.now_on_screen(shown);
     }
@@ -672,19 +801,105 @@ impl Display {
 
     fn flip_buffer(&mut self, index: usize, frame: Option<Held>) -> Result<(), DisplayError> {
         let fb = self.buffers[index].fb.clone();
-        if let Err(err) = self.committer.flip(&PlaneConfig::whole(&fb)) {
-            if let Some(held) = frame {
-                self.retire(held);
-            }
-            return Err(err.into());
-        }
-        self.in_flight = Some(Shown {
+        let whole = Rect::of_size(fb.size());
+        let shown = Shown {
             _fb: fb,
             buffer: Some(index),
             frame,
             direct: None,
-        });
+            src: whole,
+            dst: whole,
+        };
+        self.commit(shown)
+    }
+
+    /// Flips to `shown` (primary plane and the cursor as it is now); on
+    /// failure its frame is let go.
+    fn commit(&mut self, mut shown: Shown) -> Result<(), DisplayError> {
+        let request = self.request(&shown);
+        let result = request.and_then(|r| self.committer.flip_request(r));
+        if let Err(err) = result {
+            if let Some(held) = shown.frame.take() {
+                self.retire(held);
+            }
+            return Err(err.into());
+        }
+        self.cursor_dirty = false;
+        self.in_flight = Some(shown);
         Ok(())
+    }
+
+    /// The atomic request showing `shown` on the primary plane, with the
+    /// cursor plane at the pointer (or off).
+    fn request(&self, shown: &Shown) -> Result<Request, KmsError> {
+        let pipe = self.committer.pipe();
+        let mut request = Request::new();
+        let primary = PlaneConfig {
+            fb: &shown._fb,
+            src: shown.src,
+            dst: shown.dst,
+        };
+        request.plane(&pipe.primary, pipe.crtc, Some(&primary))?;
+        if let (Some(plane), Some(cursor)) = (&pipe.cursor, &self.cursor_plane) {
+            let at = self
+                .cursor
+                .zip(self.picture)
+                .map(|((x, y, _, _), picture)| picture.map(x, y));
+            match at {
+                Some((x, y)) => {
+                    let config = PlaneConfig {
+                        fb: &cursor.fb,
+                        src: Rect::of_size(cursor.size),
+                        dst: Rect {
+                            x: x.clamp(-4096, 16384) as i32,
+                            y: y.clamp(-4096, 16384) as i32,
+                            width: cursor.size.0,
+                            height: cursor.size.1,
+                        },
+                    };
+                    request.plane(plane, pipe.crtc, Some(&config))?;
+                }
+                None => {
+                    request.plane(plane, pipe.crtc, None)?;
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    /// Writes the cursor's image into the cursor plane's buffer, when it
+    /// changed (a move alone writes nothing).
+    fn write_cursor_image(&mut self) {
+        if let Some(plane) = self.cursor_plane.as_mut() {
+            if self.cursor.is_some() && self.cursor_written != self.cursor_argb {
+                let (w, h) = self.cursor.map_or((0, 0), |(_, _, w, h)| (w, h));
+                if let Err(err) = write_cursor(plane, w, h, &self.cursor_argb) {
+                    tracing::warn!("writing the cursor image: {err}");
+                }
+                self.cursor_written.clone_from(&self.cursor_argb);
+            }
+        }
+    }
+
+    /// The cursor moved or changed, and nothing else is to be shown:
+    /// re-commits what is on screen with the cursor where it is now.
+    fn move_cursor(&mut self) {
+        let Some(on_screen) = self.on_screen.as_mut() else {
+            return;
+        };
+        // The same picture again; a frame it holds stays held.
+        let again = Shown {
+            _fb: on_screen._fb.clone(),
+            buffer: on_screen.buffer,
+            frame: on_screen.frame.take(),
+            direct: on_screen.direct,
+            src: on_screen.src,
+            dst: on_screen.dst,
+        };
+        if let Err(err) = self.commit(again) {
+            tracing::warn!("moving the cursor: {err}");
+            self.cursor_dirty = false;
+        }
     }
 
     fn import_index(&self, key: BufferKey) -> Option<usize> {
@@ -726,21 +941,25 @@ impl Display {
                 record.imported = Some(monotonic_now());
                 record.path = Some(ShowPath::Direct);
                 let config = self.direct_config(&fb, current.layout);
-                let flipped = self.committer.flip(&config);
-                record.committed = Some(monotonic_now());
-                let frame = held(record, release, until_replaced);
-                if let Err(err) = flipped {
-                    self.retire(frame);
-                    return Err(err.into());
+                let (src, dst) = (config.src, config.dst);
+                self.picture = Some(PictureMap {
+                    src: current.layout.rect,
+                    dst: (dst.x, dst.y, dst.width, dst.height),
+                });
+                let shown = Shown {
+                    _fb: fb,
+                    buffer: None,
+                    frame: Some(held(record, release, until_replaced)),
+                    direct: Some(current),
+                    src,
+                    dst,
+                };
+                self.commit(shown)?;
+                if let Some(frame) = self.in_flight.as_mut().and_then(|s| s.frame.as_mut()) {
+                    frame.record.committed = Some(monotonic_now());
                 }
                 self.direct += 1;
                 self.direct_cpu_bytes += self.cpu_bytes - copied_before;
-                self.in_flight = Some(Shown {
-                    _fb: fb,
-                    buffer: None,
-                    frame: Some(frame),
-                    direct: Some(current),
-                });
                 Ok(())
             }
             Decision::Show(ShowPath::Composite) => {
@@ -887,6 +1106,10 @@ impl Display {
         self.renderer.clear(target);
         let how = Composition::fit(current.layout.rect, self.mode_size, current.layout.y0_top);
         self.renderer.draw(target, Source::Image(image), &how)?;
+        self.picture = Some(PictureMap {
+            src: how.src,
+            dst: how.dst,
+        });
         if !self.renderer.fence()?.wait(FENCE_WAIT) {
             tracing::warn!("the GPU did not finish within {FENCE_WAIT:?}: flipping anyway");
         }
@@ -926,6 +1149,10 @@ impl Display {
         self.renderer.clear(target);
         let how = Composition::fit((0, 0, w, h), self.mode_size, false);
         self.renderer.draw(target, Source::Texture(texture), &how)?;
+        self.picture = Some(PictureMap {
+            src: how.src,
+            dst: how.dst,
+        });
         self.renderer.fence()?.wait(FENCE_WAIT);
         self.flip_buffer(index, None)
     }
@@ -984,17 +1211,7 @@ impl Display {
     /// captured, the CRTC gets back what it showed before us, and only then
     /// are the buffers on it released.
     fn shut_down(&mut self) {
-        let waited = Instant::now();
-        while self.committer.flip_pending() && waited.elapsed() < FLIP_TIMEOUT {
-            match self.committer.read_events(FLIP_TIMEOUT) {
-                Ok(events) => events.into_iter().for_each(|e| self.flipped(e)),
-                Err(err) => {
-                    tracing::warn!("waiting for the last flip: {err}");
-                    break;
-                }
-            }
-        }
-        self.check_flip_timeout();
+        self.settle_flip();
         if let Some(Queued::Frame {
             mut record,
             release,
@@ -1034,6 +1251,40 @@ impl Display {
             }
         }
     }
+}
+
+/// A dumb buffer for the cursor plane, of the size the driver asks for.
+fn cursor_plane(card: &Arc<Card>) -> Result<CursorPlane, KmsError> {
+    use drm::{Device as _, DriverCapability};
+    let cap = |c| card.get_driver_capability(c).ok().filter(|&v| v > 0);
+    let width = cap(DriverCapability::CursorWidth).unwrap_or(64).min(512) as u32;
+    let height = cap(DriverCapability::CursorHeight).unwrap_or(64).min(512) as u32;
+    let buffer = DumbBuffer::create(card, width, height, DrmFourcc::Argb8888)?;
+    let fb = Arc::new(buffer.framebuffer()?);
+    Ok(CursorPlane {
+        buffer,
+        fb,
+        size: (width, height),
+    })
+}
+
+/// Copies a `w` x `h` ARGB8888 cursor into the plane's buffer (cropped to
+/// it), transparent around it.
+fn write_cursor(plane: &mut CursorPlane, w: u32, h: u32, argb: &[u8]) -> Result<(), KmsError> {
+    let (pw, ph) = plane.size;
+    let stride = plane.buffer.stride() as usize;
+    let mut map = plane.buffer.map()?;
+    let bytes: &mut [u8] = map.as_mut();
+    bytes.fill(0);
+    let (cw, ch) = (w.min(pw) as usize, h.min(ph) as usize);
+    for row in 0..ch {
+        let src = row * w as usize * 4;
+        let Some(line) = argb.get(src..src + cw * 4) else {
+            break;
+        };
+        bytes[row * stride..row * stride + cw * 4].copy_from_slice(line);
+    }
+    Ok(())
 }
 
 /// Waits until the card has events (true) or the state changed (false),

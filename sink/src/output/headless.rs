@@ -15,7 +15,8 @@ use crate::state::{Shared, StopReason};
 
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
-    pub out: PathBuf,
+    /// The PNG; `None` in latency mode (pictures are made, not written).
+    pub out: Option<PathBuf>,
     /// Stop after this many surface updates.
     pub frames: Option<u64>,
     /// Stop after this long.
@@ -28,12 +29,15 @@ pub struct CaptureOptions {
     pub render_device: RenderDevice,
     /// The composed size of DMA-BUF frames; `None` for the guest's own, 1:1.
     pub size: Option<(u32, u32)>,
+    /// Log the per-stage latency table this often.
+    pub latency_interval: Option<Duration>,
 }
 
 impl CaptureOptions {
     pub fn new(out: PathBuf) -> CaptureOptions {
         CaptureOptions {
-            out,
+            out: Some(out),
+            latency_interval: None,
             frames: None,
             timeout: None,
             settle: None,
@@ -77,8 +81,8 @@ pub fn run_capture(
     shared: &Shared,
     options: &CaptureOptions,
 ) -> Result<CaptureSummary, HeadlessError> {
-    let gl = GlCapture::new(options.render_device.clone(), options.size);
-    run_capture_with(shared, options, gl)
+    let mut gl = GlCapture::new(options.render_device.clone(), options.size);
+    run_capture_with(shared, options, &mut gl)
 }
 
 /// Which picture is current: the 2D surface or the last composed DMA-BUF.
@@ -132,29 +136,28 @@ impl Writer<'_> {
         if !force && self.fingerprint == Some(fingerprint) {
             return Ok(());
         }
-        write_png_atomic(&self.options.out, frame)?;
+        if let Some(out) = &self.options.out {
+            write_png_atomic(out, frame)?;
+            tracing::debug!("wrote {} ({}x{})", out.display(), frame.width, frame.height);
+        }
         self.fingerprint = Some(fingerprint);
         self.last_change = Some(Instant::now());
         self.pngs_written += 1;
         self.size = Some((frame.width, frame.height));
-        tracing::debug!(
-            "wrote {} ({}x{})",
-            self.options.out.display(),
-            frame.width,
-            frame.height
-        );
         Ok(())
     }
 }
 
 /// Runs until `--frames`, `--timeout`, `--settle`, a signal or QEMU's
-/// disconnect, with DMA-BUF frames composed by `gl`.
+/// disconnect, with DMA-BUF frames composed by `gl` (whose frame records
+/// and statistics the caller reads afterwards).
 pub fn run_capture_with(
     shared: &Shared,
     options: &CaptureOptions,
-    mut gl: GlCapture,
+    gl: &mut GlCapture,
 ) -> Result<CaptureSummary, HeadlessError> {
     let deadline = options.timeout.map(|t| Instant::now() + t);
+    let mut next_table = options.latency_interval.map(|i| Instant::now() + i);
     let mut frame = RgbaFrame::default();
     let mut batch = VecDeque::new();
     // The cursor, copied out of the shared state for DMA-BUF pictures.
@@ -194,10 +197,13 @@ pub fn run_capture_with(
             if settled_at.is_some_and(|t| Instant::now() >= t) {
                 break Some(Stopped::Settled);
             }
-            let wake = match (deadline, settled_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            if next_table.is_some_and(|t| Instant::now() >= t) {
+                break None;
+            }
+            let wake = [deadline, settled_at, next_table]
+                .into_iter()
+                .flatten()
+                .min();
             state = shared.wait(state, wake);
         };
         std::mem::swap(&mut batch, &mut state.dmabuf);
@@ -221,7 +227,11 @@ pub fn run_capture_with(
             showing = Showing::Dmabuf;
         }
         let cursor = cursor_at.map(|at| (at, &cursor_argb[..]));
-        writer.show(showing, &mut frame, &gl, cursor, false)?;
+        writer.show(showing, &mut frame, gl, cursor, false)?;
+        if let Some(t) = next_table.filter(|&t| Instant::now() >= t) {
+            tracing::info!("frame stages so far:\n{}", gl.stats.table());
+            next_table = Some(t + options.latency_interval.unwrap_or_default());
+        }
         if let Some(stopped) = stopped {
             break stopped;
         }
@@ -238,7 +248,7 @@ pub fn run_capture_with(
     }
     if have_surface || showing == Showing::Dmabuf {
         let cursor = cursor_at.map(|at| (at, &cursor_argb[..]));
-        writer.show(showing, &mut frame, &gl, cursor, true)?;
+        writer.show(showing, &mut frame, gl, cursor, true)?;
     }
     if let Some(line) = gl.summary() {
         tracing::info!("{line}");
