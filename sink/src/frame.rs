@@ -16,6 +16,18 @@ pub enum FrameRelease {
     Vdmabuf(VdmabufRelease),
 }
 
+impl FrameRelease {
+    /// Lets the buffer go now; returns when (CLOCK_MONOTONIC), stamped as
+    /// the release is issued: the answer leaves on the listener's thread
+    /// (the RELEASE ioctl runs here) right after, and on a busy single CPU
+    /// that thread switch would otherwise be counted as the sink's delay.
+    pub fn let_go(self) -> Duration {
+        let at = monotonic_now();
+        drop(self);
+        at
+    }
+}
+
 /// Now on CLOCK_MONOTONIC, as a duration since boot.
 pub fn monotonic_now() -> Duration {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -37,7 +49,8 @@ pub struct FrameRecord {
     pub flipped: Option<Duration>,
     /// The sink read the page-flip event.
     pub event_read: Option<Duration>,
-    /// The release (the `UpdateDMABUF` answer) was let go.
+    /// The release (the `UpdateDMABUF` answer, the vdmabuf RELEASE) was
+    /// issued ([`FrameRelease::let_go`]).
     pub released: Option<Duration>,
     /// Replaced by a newer frame before it was shown.
     pub skipped: bool,

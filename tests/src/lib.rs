@@ -137,12 +137,14 @@ pub fn sink_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> → target/<profile>/qemu-sink
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary in target/<profile>/deps")
-        .join("qemu-sink");
+    // target/<profile>/deps/<test> → target/<profile>/qemu-sink; a bench
+    // binary sits in target/<profile> itself.
+    let dir = exe.parent().expect("an executable's directory");
+    let path = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>").join("qemu-sink")
+    } else {
+        dir.join("qemu-sink")
+    };
     assert!(
         path.exists(),
         "{} is missing: build the workspace first (cargo build)",

@@ -181,8 +181,7 @@ impl GlCapture {
                 } => {
                     if Some(i) != last_update || self.current.is_none() {
                         record.skipped = true;
-                        drop(release);
-                        record.released = Some(monotonic_now());
+                        record.released = Some(release.let_go());
                         self.finish(record);
                         continue;
                     }
@@ -310,8 +309,7 @@ impl GlCapture {
         }
         record.committed = Some(monotonic_now());
         // The GPU is done with the guest's buffer: QEMU may go on.
-        drop(release);
-        record.released = Some(monotonic_now());
+        record.released = Some(release.let_go());
         tracing::trace!("composed in {:?}", waited.elapsed());
         renderer.read(target, &mut self.frame)?;
         self.finish(record);
