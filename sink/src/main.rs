@@ -370,8 +370,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(sink::attach::AttachError::NoVm) => Vec::new(),
                 Err(err) => return Err(err.into()),
             };
-            if vms.is_empty() {
-                bail!("no QEMU with -display dbus on the bus");
+            // The other source: a vdmabuf consumer node, if the kernel has one.
+            let vdmabuf = std::path::Path::new(sink::source::vdmabuf::DEFAULT_NODE);
+            if vdmabuf.exists() {
+                println!(
+                    "vdmabuf\t{}\t(export events: --source vdmabuf)",
+                    vdmabuf.display()
+                );
+            }
+            if vms.is_empty() && !vdmabuf.exists() {
+                bail!("no QEMU with -display dbus on the bus, and no vdmabuf node");
             }
             for vm in vms {
                 println!(

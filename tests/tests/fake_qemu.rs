@@ -127,3 +127,61 @@ fn update_dmabuf_is_always_answered_within_the_deadline() {
         "each bad scanout is named once: {stderr}"
     );
 }
+
+/// The load generator (`qemu-sink-load`, the fake QEMU as a binary) drives
+/// `qemu-sink capture`: every frame it sends arrives, each answered, for 2D
+/// copies and for shared memory.
+#[test]
+fn load_generator_frames_all_arrive() {
+    let dir = TempDir::new("fake-load");
+    let bus = private_bus(&dir);
+    for (kind, name) in [("update", "load-update"), ("map", "load-map")] {
+        let load = std::process::Command::new(env!("CARGO_BIN_EXE_qemu-sink-load"))
+            .args([
+                "--bus",
+                &bus.address,
+                "--name",
+                name,
+                "--kind",
+                kind,
+                "--size",
+                "640x480",
+                "--rate",
+                "200",
+                "--frames",
+                "50",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = dir.path(&format!("{kind}.png"));
+        // 50 updates after the first picture (Scanout or ScanoutMap).
+        let sink = run_sink(
+            sink_command(&[
+                "capture",
+                "--bus",
+                &bus.address,
+                "--vm",
+                name,
+                "--out",
+                out.to_str().unwrap(),
+                "--frames",
+                "51",
+                "--timeout",
+                "60",
+            ]),
+            Duration::from_secs(90),
+        );
+        let log = String::from_utf8_lossy(&sink.stderr);
+        assert!(sink.status.success(), "{log}");
+        assert!(log.contains("51 updates, 0 dropped"), "{kind}: {log}");
+        let printed = load.wait_with_output().unwrap();
+        let line = String::from_utf8_lossy(&printed.stdout);
+        assert!(printed.status.success(), "{line}");
+        assert!(
+            line.contains("50 ") && line.contains(" 0 failed"),
+            "{kind}: {line}"
+        );
+    }
+}

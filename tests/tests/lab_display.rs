@@ -490,3 +490,98 @@ fn display_goes_black_when_qemu_leaves_and_comes_back_with_it() {
     assert!(log.contains("QEMU is back"), "{log}");
     drop(dir);
 }
+
+/// Puts a connector's forced state back (`detect`) even if the test fails.
+struct ForcedConnector(PathBuf);
+
+impl ForcedConnector {
+    /// The sysfs `status` file of `card`'s first non-writeback connector.
+    fn of(card: &Path) -> ForcedConnector {
+        let card = card.file_name().unwrap().to_str().unwrap().to_owned();
+        let dir = std::fs::read_dir("/sys/class/drm")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with(&format!("{card}-")) && !name.contains("Writeback")
+            })
+            .expect("the card's connector in sysfs");
+        ForcedConnector(dir.join("status"))
+    }
+
+    fn force(&self, how: &str) {
+        std::fs::write(&self.0, how).unwrap_or_else(|e| panic!("{}: {e}", self.0.display()));
+    }
+}
+
+impl Drop for ForcedConnector {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "detect");
+    }
+}
+
+/// Unplugging the monitor (the connector forced off through sysfs) stops
+/// the commits, frames are still answered at once; plugging it back lights
+/// it again with its mode picked afresh, and frames show.
+#[test]
+#[ignore = "needs the lab"]
+fn display_follows_its_connector_unplugged_and_back() {
+    require_lab();
+    let card = vkms();
+    let connector = ForcedConnector::of(&card);
+    let mut s = setup(
+        "display-hotplug",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
+    let mut buffers = [
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+    ];
+    buffers[1].fill(1).unwrap();
+    s.listener
+        .scanout_dmabuf(buffers[0].fd(), xrgb(640, 480), false)
+        .unwrap();
+    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    wait_for_picture(
+        "before the unplug",
+        &s.out,
+        &opaque(&buffers[0].expected(0)),
+        Duration::from_secs(30),
+    );
+
+    connector.force("off");
+    assert!(
+        s.sink
+            .wait_for_log("was unplugged", Duration::from_secs(10)),
+        "the sink never noticed the unplug"
+    );
+    s.listener
+        .scanout_dmabuf(buffers[1].fd(), xrgb(640, 480), false)
+        .unwrap();
+    let answer = s.listener.update_dmabuf(0, 0, 640, 480).clone();
+    assert!(answer.ok && answer.latency() < Duration::from_millis(800));
+
+    connector.force("on");
+    assert!(
+        s.sink
+            .wait_for_log("is back: lit at", Duration::from_secs(10)),
+        "the sink never noticed the replug"
+    );
+    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    wait_for_picture(
+        "after the replug",
+        &s.out,
+        &opaque(&buffers[1].expected(1)),
+        Duration::from_secs(30),
+    );
+    let log = s.sink.stop();
+    let report = read_report(&s.report);
+    assert_eq!(
+        report["frames"]["skipped"], 1,
+        "the frame while unplugged: {log}"
+    );
+}

@@ -53,6 +53,8 @@ const FLIP_TIMEOUT: Duration = Duration::from_millis(500);
 /// A composed frame's fence: well inside QEMU's 1 s deadline.
 const FENCE_WAIT: Duration = Duration::from_millis(700);
 const WRITEBACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the connector's state is read (a cached GETCONNECTOR, no probe).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Frame records kept for latency mode.
 const MAX_RECORDS: usize = 1 << 16;
 
@@ -284,6 +286,12 @@ pub struct Display {
     output_name: String,
     /// When the first run began (`--timeout` counts from it).
     started: Option<Instant>,
+    /// The scanout buffers' format.
+    fourcc: DrmFourcc,
+    /// Is the connector connected (polled: not every driver sends hotplug
+    /// events)? While it is not, nothing is committed.
+    connected: bool,
+    next_probe: Instant,
 }
 
 fn fourcc_name(f: DrmFourcc) -> String {
@@ -346,28 +354,7 @@ impl Display {
         let mut renderer = Renderer::new(&options.render_device)?;
         first_draw(&mut renderer)?;
         tracing::debug!("renderer up in {:?}", started.elapsed());
-        let mut buffers = Vec::with_capacity(SCANOUT_BUFFERS);
-        for _ in 0..SCANOUT_BUFFERS {
-            let dumb = DumbBuffer::create(&card, mode_size.0, mode_size.1, fourcc)?;
-            let fb = Arc::new(dumb.framebuffer()?);
-            let fd = dumb.export()?;
-            let target = renderer.import_target(&DmabufDesc {
-                width: mode_size.0,
-                height: mode_size.1,
-                fourcc,
-                modifier: Some(MOD_LINEAR),
-                planes: vec![GlPlane {
-                    fd: fd.as_fd(),
-                    offset: 0,
-                    stride: dumb.stride(),
-                }],
-            })?;
-            buffers.push(ScanoutBuffer {
-                target: Some(target),
-                fb,
-                _dumb: dumb,
-            });
-        }
+        let buffers = scanout_buffers(&card, &mut renderer, mode_size, fourcc)?;
         let cursor_plane = match &committer.pipe().cursor {
             Some(_) => match cursor_plane(&card) {
                 Ok(plane) => Some(plane),
@@ -417,6 +404,9 @@ impl Display {
             rejected: 0,
             output_name,
             started: None,
+            fourcc,
+            connected: true,
+            next_probe: Instant::now() + PROBE_INTERVAL,
         };
         // Black until the guest's first frame.
         display.draw_blank(0)?;
@@ -455,6 +445,7 @@ impl Display {
             if let Some(at) = self.committer.flip_queued_at() {
                 wait = wait.min((at + FLIP_TIMEOUT).saturating_duration_since(Instant::now()));
             }
+            wait = wait.min(self.next_probe.saturating_duration_since(Instant::now()));
             let card_ready = wait_for(self.card.as_fd(), wake, wait).map_err(DisplayError::Poll)?;
             shared.clear_wake();
             if card_ready {
@@ -463,6 +454,10 @@ impl Display {
                 }
             }
             self.check_flip_timeout();
+            if Instant::now() >= self.next_probe {
+                self.next_probe = Instant::now() + PROBE_INTERVAL;
+                self.probe_connector();
+            }
 
             let mut state = shared.lock();
             let stop = state.stop;
@@ -491,7 +486,19 @@ impl Display {
             drop(state);
             self.take(&mut batch);
 
-            if !self.committer.flip_pending() {
+            if !self.connected {
+                // Nothing to show it on: answer frames as they come.
+                if let Some(Queued::Frame {
+                    mut record,
+                    release,
+                    ..
+                }) = self.queued.take()
+                {
+                    record.skipped = true;
+                    self.release(&mut record, release);
+                    self.finish(record);
+                }
+            } else if !self.committer.flip_pending() {
                 if let Some(next) = self.queued.take() {
                     self.present(next);
                 } else if self.cursor_dirty {
@@ -586,6 +593,95 @@ impl Display {
             refresh: self.refresh,
             output: self.output_name.clone(),
         }
+    }
+
+    /// Reads the connector's state; on a change, stops committing
+    /// (unplugged) or lights it again with the mode picked afresh.
+    fn probe_connector(&mut self) {
+        let handle = self.committer.pipe().connector;
+        let state = match drm::control::Device::get_connector(&*self.card, handle, false) {
+            Ok(info) => info.state(),
+            Err(err) => {
+                tracing::debug!("GETCONNECTOR: {err}");
+                return;
+            }
+        };
+        let connected = state == drm::control::connector::State::Connected;
+        if connected == self.connected {
+            return;
+        }
+        let name = self.committer.pipe().name.clone();
+        if !connected {
+            tracing::warn!("{name} was unplugged: not committing until it is back");
+            self.settle_flip();
+            self.connected = false;
+            return;
+        }
+        match self.replug() {
+            Ok(()) => {
+                self.connected = true;
+                tracing::info!("{name} is back: lit at {}", self.output_name);
+            }
+            Err(err) => tracing::warn!("{name} is back, but lighting it failed: {err}"),
+        }
+    }
+
+    /// The connector is back: picks its mode again (it may be another
+    /// monitor), reallocates the scanout buffers if the size changed, and
+    /// lights it black; the next frame shows.
+    fn replug(&mut self) -> Result<(), DisplayError> {
+        let name = self.committer.pipe().name.clone();
+        let pipe = Pipe::select(&self.card, Some(&name), self.options.mode.as_ref())?;
+        let size = pipe.size();
+        let vrefresh = pipe.mode.vrefresh().max(1);
+        self.committer.replace_pipe(pipe);
+        // What was on the old mode's screen is gone: let its frames go.
+        for shown in [self.in_flight.take(), self.on_screen.take()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(held) = shown.frame {
+                self.retire(held);
+            }
+        }
+        if size != self.mode_size {
+            for buffer in &mut self.buffers {
+                if let Some(t) = buffer.target.take() {
+                    self.renderer.destroy_target(t);
+                }
+            }
+            self.buffers = scanout_buffers(&self.card, &mut self.renderer, size, self.fourcc)?;
+            if let Some(t) = self.readback_target.take() {
+                self.renderer.destroy_target(t);
+            }
+            self.decisions.clear();
+        }
+        self.mode_size = size;
+        self.refresh = Duration::from_secs(1) / vrefresh;
+        self.output_name = format!(
+            "{} {name} {}x{}@{vrefresh}",
+            self.card.path().display(),
+            size.0,
+            size.1
+        );
+        self.draw_blank(0)?;
+        let fb = self.buffers[0].fb.clone();
+        self.committer.modeset(&PlaneConfig::whole(&fb))?;
+        let whole = Rect::of_size(fb.size());
+        self.on_screen = Some(Shown {
+            _fb: fb,
+            buffer: Some(0),
+            frame: None,
+            direct: None,
+            src: whole,
+            dst: whole,
+        });
+        self.capture_dirty = true;
+        // A 2D console shows again at once; a DMA-BUF one with its next frame.
+        if self.frame_2d.width > 0 && self.current.is_none() {
+            self.enqueue(Queued::Surface);
+        }
+        Ok(())
     }
 
     /// Applies a batch of DMA-BUF events in order.
@@ -688,8 +784,7 @@ impl Display {
     }
 
     fn release(&mut self, record: &mut FrameRecord, release: FrameRelease) {
-        drop(release);
-        record.released = Some(monotonic_now());
+        record.released = Some(release.let_go());
     }
 
     fn finish(&mut self, record: FrameRecord) {
@@ -1251,6 +1346,39 @@ impl Display {
             }
         }
     }
+}
+
+/// Our scanout buffers at `size`, each a dumb buffer, its framebuffer and
+/// a renderer target over the same memory.
+fn scanout_buffers(
+    card: &Arc<Card>,
+    renderer: &mut Renderer,
+    (width, height): (u32, u32),
+    fourcc: DrmFourcc,
+) -> Result<Vec<ScanoutBuffer>, DisplayError> {
+    let mut buffers = Vec::with_capacity(SCANOUT_BUFFERS);
+    for _ in 0..SCANOUT_BUFFERS {
+        let dumb = DumbBuffer::create(card, width, height, fourcc)?;
+        let fb = Arc::new(dumb.framebuffer()?);
+        let fd = dumb.export()?;
+        let target = renderer.import_target(&DmabufDesc {
+            width,
+            height,
+            fourcc,
+            modifier: Some(MOD_LINEAR),
+            planes: vec![GlPlane {
+                fd: fd.as_fd(),
+                offset: 0,
+                stride: dumb.stride(),
+            }],
+        })?;
+        buffers.push(ScanoutBuffer {
+            target: Some(target),
+            fb,
+            _dumb: dumb,
+        });
+    }
+    Ok(buffers)
 }
 
 /// A dumb buffer for the cursor plane, of the size the driver asks for.

@@ -310,6 +310,15 @@ impl Committer {
         self.pending.is_some()
     }
 
+    /// Drives `pipe` from now on (the same connector and CRTC after a
+    /// hotplug, with the mode picked again); the next commit is a modeset.
+    /// What [`Committer::restore`] puts back stays what was there first.
+    pub fn replace_pipe(&mut self, pipe: Pipe) {
+        self.settle();
+        self.pipe = pipe;
+        self.active = false;
+    }
+
     /// When the flip in flight was queued.
     pub fn flip_queued_at(&self) -> Option<Instant> {
         self.pending
