@@ -30,6 +30,30 @@ const INTERVALS: [Interval; 6] = [
     }),
 ];
 
+/// Finished frames: statistics of every one, the records of the recent ones
+/// (a day at 60 Hz would be 5 M records; latency mode reads the last
+/// [`FrameLog::MAX_RECORDS`]).
+#[derive(Default)]
+pub struct FrameLog {
+    pub stats: LatencyStats,
+    /// Oldest first.
+    pub records: std::collections::VecDeque<FrameRecord>,
+}
+
+impl FrameLog {
+    pub const MAX_RECORDS: usize = 1 << 16;
+
+    /// Counts a frame whose way through is over (shown and released, or
+    /// skipped) and keeps its record.
+    pub fn finish(&mut self, record: FrameRecord) {
+        self.stats.record(&record);
+        if self.records.len() == Self::MAX_RECORDS {
+            self.records.pop_front();
+        }
+        self.records.push_back(record);
+    }
+}
+
 /// Counts and per-stage distributions of the frames seen so far.
 pub struct LatencyStats {
     histograms: Vec<Histogram<u64>>,

@@ -345,8 +345,8 @@ fn run_headless(
         mode: if latency_mode { "latency" } else { "capture" },
         source: args.source.name(),
         refresh: None,
-        stats: &gl.stats,
-        records: gl.records.make_contiguous(),
+        stats: &gl.log.stats,
+        records: gl.log.records.make_contiguous(),
     };
     write_reports(&report, &args.latency)?;
     match &options.out {

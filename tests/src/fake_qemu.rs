@@ -92,6 +92,19 @@ pub struct BufferDesc {
     pub modifier: u64,
 }
 
+impl BufferDesc {
+    /// A packed XRGB8888 buffer of `width` x `height` (modifier LINEAR).
+    pub fn xrgb(width: u32, height: u32) -> BufferDesc {
+        BufferDesc {
+            width,
+            height,
+            stride: width * 4,
+            fourcc: drm_fourcc::DrmFourcc::Xrgb8888 as u32,
+            modifier: 0,
+        }
+    }
+}
+
 /// One answered (or failed) `UpdateDMABUF`.
 #[derive(Debug, Clone)]
 pub struct Answer {

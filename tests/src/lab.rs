@@ -144,6 +144,15 @@ impl drm::Device for Observer {}
 impl drm::control::Device for Observer {}
 
 impl Observer {
+    /// An observer on a fd already open (e.g. another process's, duplicated).
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Observer {
+        Observer(File::from(fd))
+    }
+
+    pub fn into_file(self) -> File {
+        self.0
+    }
+
     pub fn open(path: &Path) -> Observer {
         Observer(
             File::options()
@@ -172,4 +181,21 @@ impl Observer {
 
 pub fn inode(fd: BorrowedFd<'_>) -> u64 {
     nix::sys::stat::fstat(fd).unwrap().st_ino
+}
+
+/// Asserts from `qemu-sink display`'s log that `frames` 640x480 XRGB8888
+/// frames went on the plane directly, with no CPU copy.
+pub fn assert_shown_directly(log: &str, frames: u64) {
+    assert!(
+        log.contains("640x480 DrmFourcc(XR24) (modifier 0x0, stride 2560): direct scanout"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("({frames} direct, 0 composed)")),
+        "{log}"
+    );
+    assert!(
+        log.contains("CPU bytes copied on the direct path: 0"),
+        "{log}"
+    );
 }

@@ -2,12 +2,14 @@
 //! tests speak it: the `#[repr(C)]` structs, the three ioctls, a [`Producer`]
 //! on `/dev/virtio-vdmabuf` (exports DMA-BUFs, reads release notices) and a
 //! [`Consumer`] on `/dev/vhost-vdmabuf` (reads export events, imports,
-//! releases).
+//! releases), and a [`PacedProducer`] that exports a few udmabufs
+//! round-robin, rewriting each only after its release notice came.
 //!
 //! The nodes exist only in the lab, where `scripts/lab/run.sh` loads the
 //! loopback module built from `tests/vdmabuf-loopback/` (both nodes in one
 //! kernel). The layouts and numbers are x86-64's, as the RFC's were.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::mem::{offset_of, size_of};
@@ -19,6 +21,9 @@ use std::time::{Duration, Instant};
 use drm_fourcc::DrmFourcc;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use sink::frame::monotonic_now;
+
+use crate::udmabuf::Udmabuf;
 
 /// The producer ("guest") node.
 pub const PRODUCER_NODE: &str = "/dev/virtio-vdmabuf";
@@ -513,6 +518,324 @@ impl Consumer {
 impl AsFd for Consumer {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.node.as_fd()
+    }
+}
+
+// ---- A producer that paces itself on release notices ---------------------------
+
+/// How a [`PacedProducer`] spaces its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Each frame as soon as its buffer is free again.
+    AsFastAsReleased,
+    /// Frame k is due `k` periods after the first export (a fixed grid,
+    /// not drifting); a frame whose buffer is not free by then goes late.
+    Every(Duration),
+}
+
+/// One export of a [`PacedProducer`]. Times are CLOCK_MONOTONIC since boot
+/// ([`sink::frame::monotonic_now`]), the clock of the sink's `--report`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRecord {
+    /// The frame number: 0, 1, … in export order; its pixels are
+    /// `Udmabuf::fill(frame)`'s pattern.
+    pub frame: u32,
+    /// Which of the producer's buffers (`frame % buffers`).
+    pub buffer: usize,
+    pub id: BufId,
+    /// When the frame was due (its pattern already rendered) and the
+    /// producer started to wait for its buffer.
+    pub wanted: Duration,
+    /// How long it waited for the buffer's release notice (0 when the
+    /// buffer was free).
+    pub waited: Duration,
+    /// How long rendering the pattern into CPU memory took, before the
+    /// wait (0 when it was [prerendered](PacedProducer::prerender)).
+    pub rendered_in: Duration,
+    /// How long copying it into the buffer took (inside DMA-BUF write
+    /// access), after the wait.
+    pub written_in: Duration,
+    /// Just after EXPORT returned.
+    pub exported: Duration,
+    /// When the release notice of `id` was read (`None`: not yet).
+    pub released: Option<Duration>,
+}
+
+/// A release notice the producer could not match to an outstanding export:
+/// an id it never exported, or one released a second time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrayNotice {
+    pub id: BufId,
+    pub at: Duration,
+}
+
+/// A test producer as a GBM-locked surface behaves: N buffers (udmabufs of
+/// one layout) exported round-robin, frame k into buffer k % N with
+/// [`Udmabuf::fill`]'s pattern k, and a buffer is rewritten only after the
+/// release notice of its previous export arrived. Every export and every
+/// notice is recorded ([`ExportRecord`], [`StrayNotice`]).
+///
+/// The pattern of the next frame is rendered into CPU memory before the
+/// producer waits for the buffer (a client renders while its buffers are
+/// busy); after the release only a copy into the buffer is left, so that
+/// the pattern's cost does not hide how long the sink held the buffer.
+/// Where rendering a frame costs more than a refresh (the lab runs under
+/// TCG), [`prerender`](Self::prerender) renders them all up front, so that
+/// only the sink's releases pace the producer.
+///
+/// Keep it open until every notice was read: closing the producer node
+/// withdraws whatever is still exported.
+#[derive(Debug)]
+pub struct PacedProducer {
+    producer: Producer,
+    buffers: Vec<Udmabuf>,
+    blob: Blob,
+    pace: Pace,
+    /// Per buffer: the record of its export still out.
+    in_use: Vec<Option<usize>>,
+    records: Vec<ExportRecord>,
+    /// Every id exported, to its record.
+    by_id: HashMap<BufId, usize>,
+    strays: Vec<StrayNotice>,
+    /// The next frame's pattern, rendered ahead.
+    staging: Vec<u8>,
+    staged: Option<u32>,
+    /// Patterns rendered up front, by frame (taken when exported).
+    prerendered: Vec<Option<Vec<u8>>>,
+    /// When frame 0 was exported (for [`Pace::Every`]).
+    first: Option<Duration>,
+}
+
+impl PacedProducer {
+    /// The default number of buffers (triple buffering).
+    pub const BUFFERS: usize = 3;
+
+    /// Opens the producer node and makes `buffers` udmabufs of `width` x
+    /// `height` `fourcc`, rows packed; paced [`Pace::AsFastAsReleased`].
+    pub fn new(
+        width: u32,
+        height: u32,
+        fourcc: DrmFourcc,
+        buffers: usize,
+    ) -> io::Result<PacedProducer> {
+        assert!(buffers > 0, "a producer needs a buffer");
+        let buffers = (0..buffers)
+            .map(|_| Udmabuf::new(width, height, fourcc))
+            .collect::<io::Result<Vec<_>>>()?;
+        let first = &buffers[0];
+        let blob = Blob::new(width, height, first.stride(), fourcc, 0);
+        let staging = vec![0u8; first.len()];
+        Ok(PacedProducer {
+            producer: Producer::open()?,
+            in_use: vec![None; buffers.len()],
+            buffers,
+            blob,
+            pace: Pace::AsFastAsReleased,
+            records: Vec::new(),
+            by_id: HashMap::new(),
+            strays: Vec::new(),
+            staging,
+            staged: None,
+            prerendered: Vec::new(),
+            first: None,
+        })
+    }
+
+    /// Sets how exports are spaced from now on.
+    pub fn with_pace(mut self, pace: Pace) -> PacedProducer {
+        self.pace = pace;
+        self
+    }
+
+    pub fn buffers(&self) -> &[Udmabuf] {
+        &self.buffers
+    }
+
+    /// The private data sent with every export.
+    pub fn blob(&self) -> Blob {
+        self.blob
+    }
+
+    /// Renders the patterns of frames up to `frames` (exclusive) now, in
+    /// memory (a buffer's size each, freed as each frame is exported).
+    pub fn prerender(&mut self, frames: u32) {
+        let layout = self.buffers[0].layout();
+        let size = self.staging.len();
+        let from = self.records.len();
+        let len = self.prerendered.len().max(frames as usize);
+        self.prerendered.resize(len, None);
+        for frame in from..frames as usize {
+            let mut bytes = vec![0u8; size];
+            crate::udmabuf::fill(&mut bytes, layout, frame as u32);
+            self.prerendered[frame] = Some(bytes);
+        }
+    }
+
+    /// Every export so far, in order (`records()[k].frame == k`).
+    pub fn records(&self) -> &[ExportRecord] {
+        &self.records
+    }
+
+    /// Notices that matched no outstanding export (should stay empty).
+    pub fn strays(&self) -> &[StrayNotice] {
+        &self.strays
+    }
+
+    /// Exports whose release notice has not come yet.
+    pub fn outstanding(&self) -> usize {
+        self.in_use.iter().flatten().count()
+    }
+
+    /// The record of an id exported by this producer.
+    pub fn record_of(&self, id: BufId) -> Option<&ExportRecord> {
+        self.by_id.get(&id).map(|&at| &self.records[at])
+    }
+
+    /// The underlying producer node (e.g. for raw reads).
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// Reads every queued notice (none is fine) and records it.
+    fn read_notices(&mut self) -> io::Result<usize> {
+        let notices = self.producer.notices()?;
+        let at = monotonic_now();
+        for notice in &notices {
+            let id = notice.id();
+            let matched = self
+                .by_id
+                .get(&id)
+                .copied()
+                .filter(|&at| self.records[at].released.is_none());
+            match matched {
+                Some(record) => {
+                    self.records[record].released = Some(at);
+                    let buffer = self.records[record].buffer;
+                    if self.in_use[buffer] == Some(record) {
+                        self.in_use[buffer] = None;
+                    }
+                }
+                None => self.strays.push(StrayNotice { id, at }),
+            }
+        }
+        Ok(notices.len())
+    }
+
+    /// Waits up to `timeout` for release notices and records all queued;
+    /// how many were read (0 when none came).
+    pub fn collect(&mut self, timeout: Duration) -> io::Result<usize> {
+        if !self.producer.poll(timeout)? {
+            return Ok(0);
+        }
+        self.read_notices()
+    }
+
+    /// Reads notices until at most `at_most` exports are outstanding;
+    /// fails with `TimedOut` after `timeout`.
+    pub fn wait_outstanding(&mut self, at_most: usize, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.outstanding() > at_most {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} exports still outstanding after {timeout:?} (wanted at most {at_most})",
+                        self.outstanding()
+                    ),
+                ));
+            }
+            self.collect(left)?;
+        }
+        Ok(())
+    }
+
+    /// Exports the next frame: renders its pattern, waits for its pace
+    /// (reading notices meanwhile), then for its buffer's release (at most
+    /// `timeout`), rewrites the buffer and exports it.
+    pub fn export_next(&mut self, timeout: Duration) -> io::Result<&ExportRecord> {
+        let frame = u32::try_from(self.records.len()).expect("fewer than 2^32 frames");
+        let buffer = frame as usize % self.buffers.len();
+        let started = Instant::now();
+        let prerendered = self
+            .prerendered
+            .get_mut(frame as usize)
+            .and_then(Option::take);
+        if prerendered.is_none() && self.staged != Some(frame) {
+            let layout = self.buffers[buffer].layout();
+            crate::udmabuf::fill(&mut self.staging, layout, frame);
+            self.staged = Some(frame);
+        }
+        let rendered_in = if prerendered.is_some() {
+            Duration::ZERO
+        } else {
+            started.elapsed()
+        };
+        if let (Pace::Every(period), Some(first)) = (self.pace, self.first) {
+            let due = first + period * frame;
+            loop {
+                let now = monotonic_now();
+                let Some(left) = due.checked_sub(now).filter(|left| !left.is_zero()) else {
+                    break;
+                };
+                self.collect(left)?;
+            }
+        }
+        // Notices already queued count as arrived before the wait.
+        self.read_notices()?;
+        let wanted = monotonic_now();
+        let deadline = Instant::now() + timeout;
+        while self.in_use[buffer].is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let held = self.in_use[buffer].map(|at| self.records[at].id);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "frame {frame}: buffer {buffer} (id {held:?}) not released within {timeout:?}"
+                    ),
+                ));
+            }
+            self.collect(left)?;
+        }
+        let waited = monotonic_now().saturating_sub(wanted);
+        let writing = Instant::now();
+        let pattern = prerendered.as_deref().unwrap_or(&self.staging);
+        self.buffers[buffer].write(|bytes| bytes.copy_from_slice(pattern))?;
+        let written_in = writing.elapsed();
+        let id = self
+            .producer
+            .export_blob(self.buffers[buffer].fd(), &self.blob)?;
+        let exported = monotonic_now();
+        self.first.get_or_insert(exported);
+        let at = self.records.len();
+        if self.by_id.insert(id, at).is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("EXPORT handed out {id:?} a second time"),
+            ));
+        }
+        self.records.push(ExportRecord {
+            frame,
+            buffer,
+            id,
+            wanted,
+            waited,
+            rendered_in,
+            written_in,
+            exported,
+            released: None,
+        });
+        self.in_use[buffer] = Some(at);
+        Ok(&self.records[at])
+    }
+
+    /// Exports `frames` more frames, each within `timeout` of its turn.
+    pub fn run(&mut self, frames: usize, timeout: Duration) -> io::Result<()> {
+        for _ in 0..frames {
+            self.export_next(timeout)?;
+        }
+        Ok(())
     }
 }
 

@@ -21,16 +21,6 @@ use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::*;
 
-fn xrgb(width: u32, height: u32) -> BufferDesc {
-    BufferDesc {
-        width,
-        height,
-        stride: width * 4,
-        fourcc: DrmFourcc::Xrgb8888 as u32,
-        modifier: 0,
-    }
-}
-
 fn vkms() -> PathBuf {
     find_node(NodeKind::Primary, "vkms").expect("the vkms card")
 }
@@ -128,7 +118,7 @@ fn display_direct_path_scans_out_the_guests_own_buffers() {
         for (i, buffer) in buffers.iter().enumerate() {
             let what = format!("round {round}, buffer {i}");
             s.listener
-                .scanout_dmabuf(buffer.fd(), xrgb(640, 480), false)
+                .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(640, 480), false)
                 .unwrap();
             assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok, "{what}");
             wait_for_picture(
@@ -145,15 +135,7 @@ fn display_direct_path_scans_out_the_guests_own_buffers() {
         }
     }
     let log = s.sink.stop();
-    assert!(
-        log.contains("640x480 DrmFourcc(XR24) (modifier 0x0, stride 2560): direct scanout"),
-        "{log}"
-    );
-    assert!(log.contains("(4 direct, 0 composed)"), "{log}");
-    assert!(
-        log.contains("CPU bytes copied on the direct path: 0"),
-        "{log}"
-    );
+    tests::lab::assert_shown_directly(&log, 4);
     let report = read_report(&s.report);
     assert_eq!(report["frames"]["received"], 4, "{report}");
     drop(s.dir);
@@ -181,7 +163,7 @@ fn display_answers_follow_their_flips_over_300_frames() {
     const FRAMES: usize = 300;
     for n in 0..FRAMES {
         s.listener
-            .scanout_dmabuf(buffers[n % 2].fd(), xrgb(640, 480), false)
+            .scanout_dmabuf(buffers[n % 2].fd(), BufferDesc::xrgb(640, 480), false)
             .unwrap();
         s.listener.update_dmabuf(0, 0, 640, 480);
     }
@@ -238,7 +220,7 @@ fn display_composes_a_guest_the_plane_cannot_scale_letterboxed() {
     );
     let buffer = Udmabuf::new(400, 200, DrmFourcc::Xrgb8888).unwrap();
     s.listener
-        .scanout_dmabuf(buffer.fd(), xrgb(400, 200), false)
+        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(400, 200), false)
         .unwrap();
     assert!(s.listener.update_dmabuf(0, 0, 400, 200).ok);
     let want = letterboxed(&opaque(&buffer.expected(0)), (640, 480));
@@ -283,7 +265,7 @@ fn display_on_virtio_gpu_composes_and_flips() {
     let buffer = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
     for _ in 0..3 {
         s.listener
-            .scanout_dmabuf(buffer.fd(), xrgb(640, 480), false)
+            .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(640, 480), false)
             .unwrap();
         assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
     }
@@ -390,7 +372,7 @@ fn display_cursor_on_the_cursor_plane_follows_the_pointer() {
     );
     let buffer = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
     s.listener
-        .scanout_dmabuf(buffer.fd(), xrgb(640, 480), false)
+        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(640, 480), false)
         .unwrap();
     // A 4x4 opaque red cursor (ARGB) with its hot spot at (1, 1).
     let red: Vec<u8> = [0u8, 0, 0xff, 0xff].repeat(16);
@@ -441,7 +423,7 @@ fn display_goes_black_when_qemu_leaves_and_comes_back_with_it() {
     } = s;
     let first = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
     listener
-        .scanout_dmabuf(first.fd(), xrgb(640, 480), false)
+        .scanout_dmabuf(first.fd(), BufferDesc::xrgb(640, 480), false)
         .unwrap();
     assert!(listener.update_dmabuf(0, 0, 640, 480).ok);
     wait_for_picture(
@@ -476,7 +458,7 @@ fn display_goes_black_when_qemu_leaves_and_comes_back_with_it() {
     let mut second = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
     second.fill(2).unwrap();
     listener
-        .scanout_dmabuf(second.fd(), xrgb(640, 480), false)
+        .scanout_dmabuf(second.fd(), BufferDesc::xrgb(640, 480), false)
         .unwrap();
     assert!(listener.update_dmabuf(0, 0, 640, 480).ok);
     wait_for_picture(
@@ -489,6 +471,27 @@ fn display_goes_black_when_qemu_leaves_and_comes_back_with_it() {
     assert!(log.contains("QEMU went away"), "{log}");
     assert!(log.contains("QEMU is back"), "{log}");
     drop(dir);
+}
+
+/// Two 640x480 buffers (frames 0 and 1 of the pattern), the first sent and
+/// shown (writeback checked).
+fn two_buffers_the_first_shown(s: &mut Setup, what: &str) -> [Udmabuf; 2] {
+    let mut buffers = [
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+    ];
+    buffers[1].fill(1).unwrap();
+    s.listener
+        .scanout_dmabuf(buffers[0].fd(), BufferDesc::xrgb(640, 480), false)
+        .unwrap();
+    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    wait_for_picture(
+        what,
+        &s.out,
+        &opaque(&buffers[0].expected(0)),
+        Duration::from_secs(30),
+    );
+    buffers
 }
 
 /// Puts a connector's forced state back (`detect`) even if the test fails.
@@ -537,21 +540,7 @@ fn display_follows_its_connector_unplugged_and_back() {
         true,
         &["--mode", "640x480"],
     );
-    let mut buffers = [
-        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
-        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
-    ];
-    buffers[1].fill(1).unwrap();
-    s.listener
-        .scanout_dmabuf(buffers[0].fd(), xrgb(640, 480), false)
-        .unwrap();
-    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
-    wait_for_picture(
-        "before the unplug",
-        &s.out,
-        &opaque(&buffers[0].expected(0)),
-        Duration::from_secs(30),
-    );
+    let buffers = two_buffers_the_first_shown(&mut s, "before the unplug");
 
     connector.force("off");
     assert!(
@@ -560,7 +549,7 @@ fn display_follows_its_connector_unplugged_and_back() {
         "the sink never noticed the unplug"
     );
     s.listener
-        .scanout_dmabuf(buffers[1].fd(), xrgb(640, 480), false)
+        .scanout_dmabuf(buffers[1].fd(), BufferDesc::xrgb(640, 480), false)
         .unwrap();
     let answer = s.listener.update_dmabuf(0, 0, 640, 480).clone();
     assert!(answer.ok && answer.latency() < Duration::from_millis(800));
@@ -584,4 +573,100 @@ fn display_follows_its_connector_unplugged_and_back() {
         report["frames"]["skipped"], 1,
         "the frame while unplugged: {log}"
     );
+}
+
+/// Takes DRM master away from a running sink as a VT switch would: its
+/// card fd is duplicated into this process (`pidfd_getfd`, root) and
+/// `DROP_MASTER`ed, then this process holds master on a fd of its own
+/// until it lets go.
+struct MasterThief {
+    _theirs: std::os::fd::OwnedFd,
+    ours: Option<std::fs::File>,
+}
+
+impl MasterThief {
+    fn steal(pid: u32, card: &Path) -> MasterThief {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let fd_number = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == card))
+            .expect("the sink's card fd")
+            .file_name()
+            .to_string_lossy()
+            .parse::<i32>()
+            .unwrap();
+        // SAFETY: plain syscalls; each returned fd is new and owned here.
+        let theirs = unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+            assert!(
+                pidfd >= 0,
+                "pidfd_open: {}",
+                std::io::Error::last_os_error()
+            );
+            let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
+            use std::os::fd::AsRawFd;
+            let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd_number, 0);
+            assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+            OwnedFd::from_raw_fd(fd as i32)
+        };
+        let dup = tests::lab::Observer::from_fd(theirs.try_clone().unwrap());
+        drm::Device::release_master_lock(&dup).expect("DROP_MASTER on the sink's fd");
+        let ours = Observer::open(card);
+        drm::Device::acquire_master_lock(&ours).expect("SET_MASTER for us");
+        MasterThief {
+            _theirs: theirs,
+            ours: Some(ours.into_file()),
+        }
+    }
+
+    /// Lets go of master (closing our fd drops it).
+    fn give_back(&mut self) {
+        self.ours = None;
+    }
+}
+
+/// Losing DRM master (another process takes the card) stops the commits
+/// and frames are still answered at once; when the card is free again the
+/// sink takes it back, lights the output and shows the next frame.
+#[test]
+#[ignore = "needs the lab"]
+fn display_survives_losing_and_regaining_drm_master() {
+    require_lab();
+    let card = vkms();
+    let mut s = setup(
+        "display-master",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
+    let buffers = two_buffers_the_first_shown(&mut s, "before losing master");
+
+    let mut thief = MasterThief::steal(s.sink.pid(), &card);
+    s.listener
+        .scanout_dmabuf(buffers[1].fd(), BufferDesc::xrgb(640, 480), false)
+        .unwrap();
+    let answer = s.listener.update_dmabuf(0, 0, 640, 480).clone();
+    assert!(answer.ok && answer.latency() < Duration::from_millis(800));
+    assert!(
+        s.sink
+            .wait_for_log("lost DRM master", Duration::from_secs(10)),
+        "the sink never noticed"
+    );
+
+    thief.give_back();
+    assert!(
+        s.sink
+            .wait_for_log("DRM master is back", Duration::from_secs(10)),
+        "the sink never took the card back"
+    );
+    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    wait_for_picture(
+        "after regaining master",
+        &s.out,
+        &opaque(&buffers[1].expected(1)),
+        Duration::from_secs(30),
+    );
+    s.sink.stop();
 }

@@ -80,16 +80,6 @@ fn capture_of_a_gl_on_qemu_equals_its_screendump() {
     }
 }
 
-fn xrgb(width: u32, height: u32) -> BufferDesc {
-    BufferDesc {
-        width,
-        height,
-        stride: width * 4,
-        fourcc: DrmFourcc::Xrgb8888 as u32,
-        modifier: 0,
-    }
-}
-
 #[test]
 #[ignore = "needs the lab"]
 fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
@@ -116,7 +106,7 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
     // v1, XRGB8888, 1:1.
     let mut buffer = Udmabuf::new(64, 48, DrmFourcc::Xrgb8888).unwrap();
     listener
-        .scanout_dmabuf(buffer.fd(), xrgb(64, 48), false)
+        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(64, 48), false)
         .unwrap();
     let answer = listener.update_dmabuf(0, 0, 64, 48).clone();
     assert!(answer.ok, "{answer:?}");
@@ -131,7 +121,13 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
     // ScanoutDMABUF2: a sub-rectangle of a bigger backing buffer.
     let big = Udmabuf::new(96, 64, DrmFourcc::Xrgb8888).unwrap();
     listener
-        .scanout_dmabuf2(&big.fd(), xrgb(96, 64), 0, (16, 8, 40, 30), false)
+        .scanout_dmabuf2(
+            &big.fd(),
+            BufferDesc::xrgb(96, 64),
+            0,
+            (16, 8, 40, 30),
+            false,
+        )
         .unwrap();
     assert!(listener.update_dmabuf(0, 0, 40, 30).ok);
     wait_for_picture(
@@ -144,7 +140,7 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
     // The first buffer again, with a new fd (as QEMU sends it): the same
     // import, found by inode.
     listener
-        .scanout_dmabuf(buffer.fd(), xrgb(64, 48), false)
+        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(64, 48), false)
         .unwrap();
     assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
     wait_for_picture(
@@ -156,7 +152,7 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
 
     // y0_top: a bottom-up buffer shows upside down from memory.
     listener
-        .scanout_dmabuf(big.fd(), xrgb(96, 64), true)
+        .scanout_dmabuf(big.fd(), BufferDesc::xrgb(96, 64), true)
         .unwrap();
     assert!(listener.update_dmabuf(0, 0, 96, 64).ok);
     wait_for_picture("y0_top", &out, &opaque(&flipped(&big.expected(0))), timeout);
@@ -190,12 +186,12 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
     let bad = [
         BufferDesc {
             modifier: 0x0123_4567_89ab_cdef,
-            ..xrgb(16, 16)
+            ..BufferDesc::xrgb(16, 16)
         },
-        xrgb(64, 64),
+        BufferDesc::xrgb(64, 64),
         BufferDesc {
             stride: 16,
-            ..xrgb(16, 16)
+            ..BufferDesc::xrgb(16, 16)
         },
     ];
     for desc in bad {
@@ -220,7 +216,7 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
     black.reset(last_good.width, last_good.height);
     wait_for_picture("disabled", &out, &black, timeout);
     listener
-        .scanout_dmabuf(buffer.fd(), xrgb(64, 48), false)
+        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(64, 48), false)
         .unwrap();
     assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
     wait_for_picture("after disable", &out, &opaque(&buffer.expected(1)), timeout);
@@ -290,7 +286,7 @@ fn fake_qemu_cursor_over_a_letterboxed_dmabuf() {
         })
         .unwrap();
     listener
-        .scanout_dmabuf(buffer.fd(), xrgb(64, 48), false)
+        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(64, 48), false)
         .unwrap();
     // A 4x4 opaque red cursor (ARGB) with its hot spot at (1, 1), the
     // pointer at (10, 10) of the guest's 64x48.
@@ -381,7 +377,7 @@ fn fake_qemu_thousand_frames_swapping_buffers_without_leaking_fds() {
     let timeout = Duration::from_secs(60);
     let show = |listener: &mut tests::fake_qemu::FakeListener, i: usize| {
         listener
-            .scanout_dmabuf(buffers[i].fd(), xrgb(128, 96), false)
+            .scanout_dmabuf(buffers[i].fd(), BufferDesc::xrgb(128, 96), false)
             .unwrap();
         let answer = listener.update_dmabuf(0, 0, 128, 96).clone();
         assert!(
@@ -471,7 +467,7 @@ fn fake_qemu_scaled_to_another_size_matches_a_cpu_reference() {
     let mut listener = fake.accept_listener(Duration::from_secs(30)).unwrap();
     let buffer = Udmabuf::new(80, 60, DrmFourcc::Xrgb8888).unwrap();
     listener
-        .scanout_dmabuf(buffer.fd(), xrgb(80, 60), false)
+        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(80, 60), false)
         .unwrap();
     assert!(listener.update_dmabuf(0, 0, 80, 60).ok);
     let want = bilinear(&buffer.expected(0), 200, 150);

@@ -34,7 +34,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::dmabuf::{check_scanout, BufferKey, MOD_LINEAR};
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease, ShowPath};
-use crate::latency::LatencyStats;
+use crate::latency::{FrameLog, LatencyStats};
 use crate::output::gl_capture::{first_draw, import_scanout};
 use crate::output::headless::Stopped;
 use crate::output::kms::{
@@ -55,8 +55,6 @@ const FENCE_WAIT: Duration = Duration::from_millis(700);
 const WRITEBACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the connector's state is read (a cached GETCONNECTOR, no probe).
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// Frame records kept for latency mode.
-const MAX_RECORDS: usize = 1 << 16;
 
 /// Which way frames may reach the plane (`--path`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -275,8 +273,7 @@ pub struct Display {
     capture_dirty: bool,
     capture_frame: RgbaFrame,
     readback_target: Option<Target>,
-    stats: LatencyStats,
-    records: VecDeque<FrameRecord>,
+    log: FrameLog,
     direct: u64,
     composite: u64,
     flips: u64,
@@ -291,6 +288,8 @@ pub struct Display {
     /// Is the connector connected (polled: not every driver sends hotplug
     /// events)? While it is not, nothing is committed.
     connected: bool,
+    /// Do we hold DRM master? Lost (a VT switch), nothing is committed.
+    master: bool,
     next_probe: Instant,
 }
 
@@ -394,8 +393,7 @@ impl Display {
             capture_dirty: false,
             capture_frame: RgbaFrame::default(),
             readback_target: None,
-            stats: LatencyStats::default(),
-            records: VecDeque::new(),
+            log: FrameLog::default(),
             direct: 0,
             composite: 0,
             flips: 0,
@@ -406,6 +404,7 @@ impl Display {
             started: None,
             fourcc,
             connected: true,
+            master: true,
             next_probe: Instant::now() + PROBE_INTERVAL,
         };
         // Black until the guest's first frame.
@@ -454,9 +453,21 @@ impl Display {
                 }
             }
             self.check_flip_timeout();
+            // The frame that waited for that flip goes first, before the
+            // news: a frame arriving now (e.g. the buffer just released,
+            // re-exported) must queue behind it, not replace it.
+            if self.connected && self.master && !self.committer.flip_pending() {
+                if let Some(next) = self.queued.take() {
+                    self.present(next);
+                }
+            }
             if Instant::now() >= self.next_probe {
                 self.next_probe = Instant::now() + PROBE_INTERVAL;
-                self.probe_connector();
+                if self.master {
+                    self.probe_connector();
+                } else {
+                    self.regain_master();
+                }
             }
 
             let mut state = shared.lock();
@@ -486,18 +497,9 @@ impl Display {
             drop(state);
             self.take(&mut batch);
 
-            if !self.connected {
+            if !self.connected || !self.master {
                 // Nothing to show it on: answer frames as they come.
-                if let Some(Queued::Frame {
-                    mut record,
-                    release,
-                    ..
-                }) = self.queued.take()
-                {
-                    record.skipped = true;
-                    self.release(&mut record, release);
-                    self.finish(record);
-                }
+                self.skip_queued();
             } else if !self.committer.flip_pending() {
                 if let Some(next) = self.queued.take() {
                     self.present(next);
@@ -508,7 +510,7 @@ impl Display {
                 }
             }
             if let Some(t) = next_table.filter(|&t| Instant::now() >= t) {
-                tracing::info!("frame stages so far:\n{}", self.stats.table());
+                tracing::info!("frame stages so far:\n{}", self.log.stats.table());
                 next_table = Some(t + self.options.latency_interval.unwrap_or_default());
             }
             let idle = !self.committer.flip_pending() && self.queued.is_none();
@@ -532,16 +534,7 @@ impl Display {
     /// (the monitor stays lit, waiting for it to come back).
     pub fn blank(&mut self) -> Result<(), DisplayError> {
         self.settle_flip();
-        if let Some(Queued::Frame {
-            mut record,
-            release,
-            ..
-        }) = self.queued.take()
-        {
-            record.skipped = true;
-            self.release(&mut record, release);
-            self.finish(record);
-        }
+        self.skip_queued();
         self.current = None;
         self.cursor = None;
         self.picture = None;
@@ -577,12 +570,12 @@ impl Display {
             let state = shared.lock();
             (state.updates, state.rejected)
         };
-        self.stats.deadline_answers = shared.lock().deadline_answers;
+        self.log.stats.deadline_answers = shared.lock().deadline_answers;
         self.shut_down();
         DisplaySummary {
             stopped_by,
-            stats: std::mem::take(&mut self.stats),
-            records: std::mem::take(&mut self.records),
+            stats: std::mem::take(&mut self.log.stats),
+            records: std::mem::take(&mut self.log.records),
             direct: self.direct,
             composite: self.composite,
             flips: self.flips,
@@ -592,6 +585,46 @@ impl Display {
             rejected: rejected + self.rejected,
             refresh: self.refresh,
             output: self.output_name.clone(),
+        }
+    }
+
+    /// Another process took the card (a VT switch, a compositor): stop
+    /// committing, keep answering, try to take it back each second.
+    fn lost_master(&mut self, err: &KmsError) {
+        if self.master {
+            tracing::warn!(
+                "lost DRM master ({err}): not committing until it is back; frames are answered as they come"
+            );
+        }
+        self.master = false;
+        // Our flip in flight, if any, is not ours to wait for any more.
+        self.committer.abandon_flip();
+        if let Some(shown) = self.in_flight.take() {
+            self.now_on_screen(shown);
+        }
+    }
+
+    fn regain_master(&mut self) {
+        if drm::Device::acquire_master_lock(&*self.card).is_err() {
+            return;
+        }
+        self.master = true;
+        match self.replug() {
+            Ok(()) => tracing::info!("DRM master is back: lit at {}", self.output_name),
+            Err(err) => tracing::warn!("DRM master is back, but lighting the output failed: {err}"),
+        }
+    }
+
+    /// Forgets what is on screen and in flight, letting their frames go
+    /// (the CRTC no longer shows them: restored, or a new mode).
+    fn let_go_of_the_screen(&mut self) {
+        for shown in [self.in_flight.take(), self.on_screen.take()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(held) = shown.frame {
+                self.retire(held);
+            }
         }
     }
 
@@ -636,14 +669,9 @@ impl Display {
         let vrefresh = pipe.mode.vrefresh().max(1);
         self.committer.replace_pipe(pipe);
         // What was on the old mode's screen is gone: let its frames go.
-        for shown in [self.in_flight.take(), self.on_screen.take()]
-            .into_iter()
-            .flatten()
-        {
-            if let Some(held) = shown.frame {
-                self.retire(held);
-            }
-        }
+        self.let_go_of_the_screen();
+        // Decisions may have been made while the card was not ours.
+        self.decisions.clear();
         if size != self.mode_size {
             for buffer in &mut self.buffers {
                 if let Some(t) = buffer.target.take() {
@@ -654,7 +682,6 @@ impl Display {
             if let Some(t) = self.readback_target.take() {
                 self.renderer.destroy_target(t);
             }
-            self.decisions.clear();
         }
         self.mode_size = size;
         self.refresh = Duration::from_secs(1) / vrefresh;
@@ -699,11 +726,15 @@ impl Display {
                     mut record,
                     ..
                 } => match self.current {
-                    Some(current) => self.enqueue(Queued::Frame {
-                        current,
-                        record,
-                        release,
-                    }),
+                    Some(current) => {
+                        // Its buffer was imported (or found) at its scanout.
+                        record.imported = Some(monotonic_now());
+                        self.enqueue(Queued::Frame {
+                            current,
+                            record,
+                            release,
+                        })
+                    }
                     None => {
                         record.skipped = true;
                         self.release(&mut record, release);
@@ -769,6 +800,20 @@ impl Display {
         }
     }
 
+    /// Drops the queued picture; a frame is skipped and released now.
+    fn skip_queued(&mut self) {
+        if let Some(Queued::Frame {
+            mut record,
+            release,
+            ..
+        }) = self.queued.take()
+        {
+            record.skipped = true;
+            self.release(&mut record, release);
+            self.finish(record);
+        }
+    }
+
     /// Queues `next`; a frame it replaces is skipped and released now.
     fn enqueue(&mut self, next: Queued) {
         if let Some(Queued::Frame {
@@ -788,11 +833,7 @@ impl Display {
     }
 
     fn finish(&mut self, record: FrameRecord) {
-        self.stats.record(&record);
-        if self.records.len() == MAX_RECORDS {
-            self.records.pop_front();
-        }
-        self.records.push_back(record);
+        self.log.finish(record);
     }
 
     /// Lets go of a held frame (its buffer is no longer read).
@@ -917,6 +958,13 @@ impl Display {
             if let Some(held) = shown.frame.take() {
                 self.retire(held);
             }
+            if matches!(
+                err.errno().map(Errno::from_raw),
+                Some(Errno::EACCES | Errno::EPERM)
+            ) {
+                self.lost_master(&err);
+                return Ok(());
+            }
             return Err(err.into());
         }
         self.cursor_dirty = false;
@@ -1033,7 +1081,6 @@ impl Display {
                     Some(Ok(fb)) => fb.clone(),
                     _ => unreachable!("decide imported it"),
                 };
-                record.imported = Some(monotonic_now());
                 record.path = Some(ShowPath::Direct);
                 let config = self.direct_config(&fb, current.layout);
                 let (src, dst) = (config.src, config.dst);
@@ -1050,17 +1097,17 @@ impl Display {
                     dst,
                 };
                 self.commit(shown)?;
+                // (Not in flight: the commit found the card taken away.)
                 if let Some(frame) = self.in_flight.as_mut().and_then(|s| s.frame.as_mut()) {
                     frame.record.committed = Some(monotonic_now());
+                    self.direct += 1;
+                    self.direct_cpu_bytes += self.cpu_bytes - copied_before;
                 }
-                self.direct += 1;
-                self.direct_cpu_bytes += self.cpu_bytes - copied_before;
                 Ok(())
             }
             Decision::Show(ShowPath::Composite) => {
                 let target_index = self.free_buffer();
                 let drawn = self.compose_frame(index, current, target_index);
-                record.imported = Some(monotonic_now());
                 record.path = Some(ShowPath::Composite);
                 if let Err(err) = drawn {
                     self.release(&mut record, release);
@@ -1307,16 +1354,7 @@ impl Display {
     /// are the buffers on it released.
     fn shut_down(&mut self) {
         self.settle_flip();
-        if let Some(Queued::Frame {
-            mut record,
-            release,
-            ..
-        }) = self.queued.take()
-        {
-            record.skipped = true;
-            self.release(&mut record, release);
-            self.finish(record);
-        }
+        self.skip_queued();
         if self.capture_dirty {
             if let Err(err) = self.capture() {
                 tracing::warn!("the last capture: {err}");
@@ -1325,14 +1363,7 @@ impl Display {
         if let Err(err) = self.committer.restore() {
             tracing::warn!("restoring the CRTC: {err}");
         }
-        for shown in [self.in_flight.take(), self.on_screen.take()]
-            .into_iter()
-            .flatten()
-        {
-            if let Some(held) = shown.frame {
-                self.retire(held);
-            }
-        }
+        self.let_go_of_the_screen();
         self.forget_unused_imports();
         if let Some(t) = self.texture_2d.take() {
             self.renderer.destroy_texture(t);

@@ -14,10 +14,7 @@ use gl_renderer::{
 
 use crate::dmabuf::{check_scanout, exporter, BufferKey, MOD_INVALID, MOD_LINEAR};
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
-use crate::latency::LatencyStats;
-
-/// Frame records kept: a day at 60 Hz would be 5 M; keep the recent ones.
-const MAX_RECORDS: usize = 1 << 16;
+use crate::latency::FrameLog;
 
 /// Imports kept per buffer: guests double- or triple-buffer; more is a leak.
 const CACHE_SIZE: usize = 4;
@@ -59,11 +56,8 @@ pub struct GlCapture {
     current: Option<Current>,
     uses: u64,
     frame: RgbaFrame,
-    /// Finished frames, oldest first, the last [`MAX_RECORDS`] (latency
-    /// mode reads them).
-    pub records: std::collections::VecDeque<FrameRecord>,
-    /// Every frame's stage intervals, in histograms.
-    pub stats: LatencyStats,
+    /// Finished frames: their records and statistics.
+    pub log: FrameLog,
     pub rejected: u64,
 }
 
@@ -78,8 +72,7 @@ impl GlCapture {
             current: None,
             uses: 0,
             frame: RgbaFrame::default(),
-            records: std::collections::VecDeque::new(),
-            stats: LatencyStats::default(),
+            log: FrameLog::default(),
             rejected: 0,
         }
     }
@@ -88,16 +81,24 @@ impl GlCapture {
     /// the message to its release and from re-bind to the GPU's fence
     /// (median and p99), or `None` before the first.
     pub fn summary(&self) -> Option<String> {
-        if self.stats.received == 0 {
+        if self.log.stats.received == 0 {
             return None;
         }
-        let release = self.stats.stage("receive→release").expect("a known stage");
-        let compose = self.stats.stage("import→commit").expect("a known stage");
+        let release = self
+            .log
+            .stats
+            .stage("receive→release")
+            .expect("a known stage");
+        let compose = self
+            .log
+            .stats
+            .stage("import→commit")
+            .expect("a known stage");
         Some(format!(
             "DMA-BUF frames: {} composed, {} skipped; message to release \
              median {} us, p99 {} us; re-bind to fence median {} us, p99 {} us",
-            self.stats.shown,
-            self.stats.skipped,
+            self.log.stats.shown,
+            self.log.stats.skipped,
             release.median,
             release.p99,
             compose.median,
@@ -257,11 +258,7 @@ impl GlCapture {
     }
 
     fn finish(&mut self, record: FrameRecord) {
-        self.stats.record(&record);
-        if self.records.len() == MAX_RECORDS {
-            self.records.pop_front();
-        }
-        self.records.push_back(record);
+        self.log.finish(record);
     }
 
     fn reject(&mut self, why: InvalidInput) {

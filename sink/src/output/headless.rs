@@ -229,7 +229,7 @@ pub fn run_capture_with(
         let cursor = cursor_at.map(|at| (at, &cursor_argb[..]));
         writer.show(showing, &mut frame, gl, cursor, false)?;
         if let Some(t) = next_table.filter(|&t| Instant::now() >= t) {
-            tracing::info!("frame stages so far:\n{}", gl.stats.table());
+            tracing::info!("frame stages so far:\n{}", gl.log.stats.table());
             next_table = Some(t + options.latency_interval.unwrap_or_default());
         }
         if let Some(stopped) = stopped {
@@ -241,7 +241,7 @@ pub fn run_capture_with(
     std::mem::swap(&mut batch, &mut state.dmabuf);
     let have_surface = state.surface.render(&mut frame, options.cursor);
     let (updates, rejected) = (state.updates, state.rejected);
-    gl.stats.deadline_answers = state.deadline_answers;
+    gl.log.stats.deadline_answers = state.deadline_answers;
     drop(state);
     if !batch.is_empty() && gl.handle(&mut batch)? {
         showing = Showing::Dmabuf;
@@ -252,7 +252,7 @@ pub fn run_capture_with(
     }
     if let Some(line) = gl.summary() {
         tracing::info!("{line}");
-        tracing::info!("DMA-BUF frame stages:\n{}", gl.stats.table());
+        tracing::info!("DMA-BUF frame stages:\n{}", gl.log.stats.table());
     }
     Ok(CaptureSummary {
         pngs_written: writer.pngs_written,

@@ -6,8 +6,10 @@
 //! Host figures: 2D `Update` ingest and `Unix.Map` ingest through the real
 //! listener and D-Bus source (a fake QEMU floods full-frame damage over the
 //! p2p socket), against memcpy bandwidth; 4K PNG capture against the `image`
-//! crate's default encoder. `--quick` uses small frames and a few
-//! iterations: it proves every line is produced (CI), not the numbers.
+//! crate's default encoder. `--baseline FILE` adds 2D `Update` ingest against
+//! the `qemu-display` crate's listener (see `vs_qemu_display`). `--quick`
+//! uses small frames and a few iterations, without that baseline: it proves
+//! every line is produced (CI), not the numbers.
 
 use std::hint::black_box;
 use std::io::Cursor;
@@ -158,6 +160,40 @@ fn png_capture((w, h): (u32, u32), rounds: u32) -> anyhow::Result<(f64, f64)> {
     Ok((ours, reference))
 }
 
+/// `--baseline FILE`: the same 2D `Update` flood consumed by a listener built
+/// on the `qemu-display` crate (`bench/qemu-display-baseline`, a cargo project
+/// outside the workspace; `scripts/bench.sh` builds and runs it on full runs
+/// and passes its JSON line here). One figure per size it measured.
+fn vs_qemu_display(path: &str, figures: &[Figure]) -> anyhow::Result<Vec<Figure>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {path}"))?;
+    let theirs = json["update_ingest_mb_s"]
+        .as_object()
+        .with_context(|| format!("{path}: no update_ingest_mb_s"))?;
+    let mut out = Vec::new();
+    for (label, reference) in theirs {
+        let reference = reference
+            .as_f64()
+            .filter(|v| *v > 0.0)
+            .with_context(|| format!("{path}: bad figure for {label}"))?;
+        let name = format!("2D Update ingest {label}");
+        let ours = figures
+            .iter()
+            .find(|f| f.name == name)
+            .with_context(|| format!("{path}: {label}, which this run did not measure"))?;
+        out.push(Figure {
+            name: format!("{name} vs qemu-display"),
+            value: ours.value,
+            unit: "MB/s",
+            reference,
+            ratio: ours.value / reference,
+            goal: ">= 1.5 x qemu-display",
+        });
+    }
+    Ok(out)
+}
+
 /// What to measure: frame sizes, frames per flood, the PNG frame.
 struct Plan {
     sizes: &'static [(&'static str, (u32, u32))],
@@ -182,7 +218,12 @@ impl Plan {
 }
 
 fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let baseline = args
+        .windows(2)
+        .find(|w| w[0] == "--baseline")
+        .map(|w| &w[1]);
     let plan = if quick { Plan::QUICK } else { Plan::FULL };
     let Plan {
         sizes,
@@ -215,6 +256,13 @@ fn main() -> anyhow::Result<()> {
             ratio: map / memcpy,
             goal: ">= 0.8 x memcpy",
         });
+    }
+    match baseline {
+        Some(path) => figures.extend(vs_qemu_display(path, &figures)?),
+        None if quick => println!("qemu-display baseline: skipped (--quick)"),
+        None => println!(
+            "qemu-display baseline: not measured (scripts/bench.sh passes --baseline FILE)"
+        ),
     }
     let (ours, reference) = png_capture(png_size, png_rounds).context("PNG capture")?;
     figures.push(Figure {

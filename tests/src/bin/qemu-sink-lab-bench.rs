@@ -37,16 +37,6 @@ struct Figure {
     goal: &'static str,
 }
 
-fn xrgb(width: u32, height: u32) -> BufferDesc {
-    BufferDesc {
-        width,
-        height,
-        stride: width * 4,
-        fourcc: DrmFourcc::Xrgb8888 as u32,
-        modifier: 0,
-    }
-}
-
 /// The fake QEMU on a private bus with `qemu-sink ARGS --report FILE`
 /// attached to it.
 struct Run {
@@ -132,7 +122,7 @@ fn direct_path(frames: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     ];
     for n in 0..frames {
         run.listener
-            .scanout_dmabuf(buffers[n % 2].fd(), xrgb(640, 480), false)?;
+            .scanout_dmabuf(buffers[n % 2].fd(), BufferDesc::xrgb(640, 480), false)?;
         run.listener.update_dmabuf(0, 0, 640, 480);
     }
     let (log, report) = run.finish()?;
@@ -207,7 +197,7 @@ fn schedule_60hz(frames: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()>
     for n in 0..frames {
         std::thread::sleep((start + period * n as u32).saturating_duration_since(Instant::now()));
         run.listener
-            .scanout_dmabuf(buffers[n % 2].fd(), xrgb(640, 480), false)?;
+            .scanout_dmabuf(buffers[n % 2].fd(), BufferDesc::xrgb(640, 480), false)?;
         run.listener.update_dmabuf(0, 0, 640, 480);
     }
     let behind = start.elapsed().saturating_sub(period * frames as u32);
@@ -254,7 +244,7 @@ fn composite(
     let buffer = Udmabuf::new(w, h, DrmFourcc::Xrgb8888)?;
     for _ in 0..frames {
         run.listener
-            .scanout_dmabuf(buffer.fd(), xrgb(w, h), false)?;
+            .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(w, h), false)?;
         run.listener.update_dmabuf(0, 0, w as i32, h as i32);
     }
     let (_, report) = run.finish()?;
