@@ -124,6 +124,39 @@ struct Blob {
     modifier: u64,
 }
 
+/// The events in one read: each a header and its private data, or (last)
+/// why the rest cannot be framed.
+struct Events<'a>(&'a [u8]);
+
+impl<'a> Iterator for Events<'a> {
+    type Item = Result<(abi::BufId, &'a [u8]), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = std::mem::take(&mut self.0);
+        if bytes.is_empty() {
+            return None;
+        }
+        if bytes.len() < abi::HEADER {
+            return Some(Err(format!("a short event ({} bytes)", bytes.len())));
+        }
+        // SAFETY: HEADER bytes are there; read_unaligned copies them out.
+        let header: abi::EventHeader =
+            unsafe { bytes.as_ptr().cast::<abi::EventHeader>().read_unaligned() };
+        match usize::try_from(header.size) {
+            Ok(size) if size <= MAX_PRIVATE && abi::HEADER + size <= bytes.len() => {
+                let (event, rest) = bytes.split_at(abi::HEADER + size);
+                self.0 = rest;
+                Some(Ok((header.buf_id, &event[abi::HEADER..])))
+            }
+            _ => Some(Err(format!(
+                "private data size {} in an event of {} bytes read (at most {MAX_PRIVATE})",
+                header.size,
+                bytes.len()
+            ))),
+        }
+    }
+}
+
 fn parse_blob(private: &[u8]) -> Result<Blob, InvalidInput> {
     if private.len() < abi::BLOB {
         return Err(InvalidInput::Dmabuf(format!(
@@ -265,31 +298,14 @@ impl VdmabufSource {
     }
 
     /// Handles the whole events in `bytes`.
-    fn events(&self, mut bytes: &[u8], shared: &Shared) {
-        while !bytes.is_empty() {
-            if bytes.len() < abi::HEADER {
-                tracing::warn!("dropping a short vdmabuf event ({} bytes)", bytes.len());
-                return;
+    fn events(&self, bytes: &[u8], shared: &Shared) {
+        for event in Events(bytes) {
+            match event {
+                Ok((id, private)) => self.export_event(id, private, shared),
+                // The rest of the read cannot be framed: drop it. Its ids
+                // were never imported, so none is left waiting on us.
+                Err(why) => tracing::warn!("dropping vdmabuf events: {why}"),
             }
-            // SAFETY: HEADER bytes are there; read_unaligned copies them out.
-            let header: abi::EventHeader =
-                unsafe { bytes.as_ptr().cast::<abi::EventHeader>().read_unaligned() };
-            let size = match usize::try_from(header.size) {
-                Ok(size) if size <= MAX_PRIVATE && abi::HEADER + size <= bytes.len() => size,
-                _ => {
-                    // The rest of the read cannot be framed: drop it. Its ids
-                    // were never imported, so none is left waiting on us.
-                    tracing::warn!(
-                        "dropping a vdmabuf event with private data size {} ({} bytes read)",
-                        header.size,
-                        bytes.len()
-                    );
-                    return;
-                }
-            };
-            let private = &bytes[abi::HEADER..abi::HEADER + size];
-            bytes = &bytes[abi::HEADER + size..];
-            self.export_event(header.buf_id, private, shared);
         }
     }
 
@@ -351,6 +367,43 @@ impl VdmabufSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(id: u64, size: i32, private: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&id.to_ne_bytes());
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(&size.to_ne_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(private);
+        bytes
+    }
+
+    #[test]
+    fn events_are_framed_by_their_size_and_bad_sizes_end_the_read() {
+        let blob = [7u8; 24];
+        let mut two = event(1, 24, &blob);
+        two.extend(event(2, 0, &[]));
+        let got: Vec<_> = Events(&two).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap().0.id, 1);
+        assert_eq!(got[0].as_ref().unwrap().1, &blob);
+        assert_eq!(got[1].as_ref().unwrap().1.len(), 0);
+
+        // A good event, then garbage: the good one is kept.
+        for bad in [
+            event(3, -1, &blob),      // negative size
+            event(3, 193, &[0; 193]), // over the RFC's 192 bytes
+            event(3, 100, &blob),     // longer than what was read
+            vec![0; 10],              // shorter than a header
+        ] {
+            let mut bytes = event(1, 24, &blob);
+            bytes.extend(&bad);
+            let got: Vec<_> = Events(&bytes).collect();
+            assert_eq!(got.len(), 2, "{bad:?}");
+            assert!(got[0].is_ok());
+            assert!(got[1].is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn blobs_need_all_their_bytes() {
