@@ -43,7 +43,8 @@ if [[ ${1:-} == --quick ]]; then
     profile=debug lab_args=(--quick)
     cargo build -q -p sink -p tests --bins
 else
-    profile=release lab_args=()
+    profile=release
+    lab_args=(--plot "$(dirname "$json")/$(basename "$json" .json)-direct-vkms.svg")
     cargo build -q --release -p sink -p tests --bins
 fi
 lab_json=target/bench-lab.json

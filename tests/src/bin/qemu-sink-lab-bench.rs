@@ -11,7 +11,8 @@
 //! - DMA-BUF import + composite per frame (headless, Mesa's software
 //!   renderer), against one memcpy of the same frame.
 //!
-//! Prints one line per figure and writes them as JSON to `--out FILE`.
+//! Prints one line per figure and writes them as JSON to `--out FILE`;
+//! `--plot FILE.svg` keeps the sink's plot of the direct-path run.
 //! `--quick` uses few frames and small composite sizes (CI: every line
 //! is produced, the numbers are not the point).
 
@@ -107,15 +108,16 @@ fn intervals(report: &Value, a: &str, b: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The direct path on vkms, frames as fast as their answers allow.
-fn direct_path(frames: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
+/// The direct path on vkms, frames as fast as their answers allow (with
+/// the sink's `--plot` of it written to `plot`).
+fn direct_path(frames: usize, plot: Option<&str>, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     let card = find_node(NodeKind::Primary, "vkms")?;
     let card = card.to_str().expect("utf-8");
-    let mut run = Run::start(
-        "bench-direct",
-        (640, 480),
-        &["display", "--device", card, "--mode", "640x480"],
-    )?;
+    let mut args = vec!["display", "--device", card, "--mode", "640x480"];
+    if let Some(plot) = plot {
+        args.extend_from_slice(&["--plot", plot]);
+    }
+    let mut run = Run::start("bench-direct", (640, 480), &args)?;
     let buffers = [
         Udmabuf::new(640, 480, DrmFourcc::Xrgb8888)?,
         Udmabuf::new(640, 480, DrmFourcc::Xrgb8888)?,
@@ -276,7 +278,11 @@ fn main() -> anyhow::Result<()> {
     }
     let mut figures = Vec::new();
     let frames = if quick { 60 } else { 600 };
-    direct_path(frames, &mut figures).context("direct path")?;
+    let plot = args
+        .iter()
+        .position(|a| a == "--plot")
+        .and_then(|i| args.get(i + 1));
+    direct_path(frames, plot.map(String::as_str), &mut figures).context("direct path")?;
     schedule_60hz(frames, &mut figures).context("60 Hz schedule")?;
     let sizes: &[(&str, (u32, u32))] = if quick {
         &[("320x180", (320, 180)), ("640x360", (640, 360))]
