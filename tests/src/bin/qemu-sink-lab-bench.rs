@@ -139,7 +139,9 @@ fn direct_path(frames: usize, plot: Option<&str>, figures: &mut Vec<Figure>) -> 
         bail!("only {direct} of {frames} frames went direct:\n{log}");
     }
     let mut push = |name: &str, mut values: Vec<u64>, goal| {
+        let median = quantile(&mut values, 0.5);
         let p99 = quantile(&mut values, 0.99) as f64;
+        eprintln!("{name}: median {median} us, p99 {p99} us over {} frames", values.len());
         figures.push(Figure {
             name: name.to_owned(),
             value: p99,
