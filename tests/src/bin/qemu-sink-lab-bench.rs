@@ -141,7 +141,10 @@ fn direct_path(frames: usize, plot: Option<&str>, figures: &mut Vec<Figure>) -> 
     let mut push = |name: &str, mut values: Vec<u64>, goal| {
         let median = quantile(&mut values, 0.5);
         let p99 = quantile(&mut values, 0.99) as f64;
-        eprintln!("{name}: median {median} us, p99 {p99} us over {} frames", values.len());
+        eprintln!(
+            "{name}: median {median} us, p99 {p99} us over {} frames",
+            values.len()
+        );
         figures.push(Figure {
             name: name.to_owned(),
             value: p99,
@@ -284,14 +287,18 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .position(|a| a == "--plot")
         .and_then(|i| args.get(i + 1));
+    // `--direct-only`: the direct-path run alone (to profile it).
+    let direct_only = args.iter().any(|a| a == "--direct-only");
     direct_path(frames, plot.map(String::as_str), &mut figures).context("direct path")?;
-    schedule_60hz(frames, &mut figures).context("60 Hz schedule")?;
+    if !direct_only {
+        schedule_60hz(frames, &mut figures).context("60 Hz schedule")?;
+    }
     let sizes: &[(&str, (u32, u32))] = if quick {
         &[("320x180", (320, 180)), ("640x360", (640, 360))]
     } else {
         &[("1080p", (1920, 1080)), ("4K", (3840, 2160))]
     };
-    for &(label, size) in sizes {
+    for &(label, size) in sizes.iter().filter(|_| !direct_only) {
         composite(label, size, if quick { 3 } else { 10 }, &mut figures)
             .with_context(|| format!("composite {label}"))?;
     }
