@@ -225,6 +225,32 @@ fn main() -> anyhow::Result<()> {
         .find(|w| w[0] == "--baseline")
         .map(|w| &w[1]);
     let plan = if quick { Plan::QUICK } else { Plan::FULL };
+    // `--png-only`: the 4K PNG capture alone, repeated (to profile it).
+    if args.iter().any(|a| a == "--png-only") {
+        let (ours, reference) = png_capture(plan.png_size, 30)?;
+        let (w, h) = plan.png_size;
+        let frame = test_picture(w, h);
+        let start = Instant::now();
+        let mut size = 0;
+        for _ in 0..30 {
+            let mut out = Cursor::new(Vec::new());
+            image::codecs::png::PngEncoder::new_with_quality(
+                &mut out,
+                image::codecs::png::CompressionType::Uncompressed,
+                image::codecs::png::FilterType::NoFilter,
+            )
+            .write_image(&frame.pixels, w, h, image::ExtendedColorType::Rgba8)?;
+            size = out.get_ref().len();
+        }
+        let stored = start.elapsed().as_secs_f64() / 30.0;
+        println!(
+            "PNG capture: ours {:.1} ms, image's default {:.1} ms; stored (no compression) {:.1} ms, {size} bytes",
+            ours * 1e3,
+            reference * 1e3,
+            stored * 1e3
+        );
+        return Ok(());
+    }
     let Plan {
         sizes,
         frames,
