@@ -1,12 +1,14 @@
 //! `qemu-sink demo`: the main job on an embedded default, for someone with no
 //! VM at hand. A private dbus-daemon and a QEMU (SeaBIOS, no disk) are
-//! started, attached to, captured for a few seconds, and stopped.
+//! started, attached to, captured (or, with `--display`, shown on a
+//! monitor) for a few seconds, and stopped.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attach::{attach, wait_for_vm, AttachError, AttachOptions};
+use crate::output::display::{Display, DisplaySummary};
 use crate::output::headless::{run_capture, CaptureOptions, CaptureSummary};
 use crate::source::dbus::DbusSource;
 use crate::state::Shared;
@@ -20,6 +22,8 @@ pub enum DemoError {
     Attach(#[from] AttachError),
     #[error(transparent)]
     Capture(#[from] crate::output::headless::HeadlessError),
+    #[error(transparent)]
+    Display(#[from] crate::output::display::DisplayError),
     #[error("working directory: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -33,6 +37,34 @@ pub fn run_demo(
     out: PathBuf,
     duration: Duration,
 ) -> Result<CaptureSummary, DemoError> {
+    with_demo_vm(&shared, || {
+        Ok(run_capture(
+            &shared,
+            &CaptureOptions {
+                timeout: Some(duration),
+                ..CaptureOptions::new(out)
+            },
+        )?)
+    })
+}
+
+/// The demo on a monitor: `display` (already lit) shows the demo VM for
+/// its `--timeout`, then everything started is stopped and the CRTC is
+/// given back.
+pub fn run_display_demo(
+    shared: Arc<Shared>,
+    mut display: Display,
+) -> Result<DisplaySummary, DemoError> {
+    let stopped = with_demo_vm(&shared, || Ok(display.run(&shared)?))?;
+    Ok(display.finish_run(&shared, stopped))
+}
+
+/// Starts a private bus and the demo QEMU, attaches the D-Bus source, runs
+/// `output`, and stops them again.
+fn with_demo_vm<R>(
+    shared: &Arc<Shared>,
+    output: impl FnOnce() -> Result<R, DemoError>,
+) -> Result<R, DemoError> {
     let dir = std::env::temp_dir().join(format!("qemu-sink-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = (|| {
@@ -53,15 +85,8 @@ pub fn run_demo(
                 source: Box::new(source),
             })?;
         wait_for_vm(&connection, DEMO_VM_NAME, Duration::from_secs(30))?;
-        let _attached = attach(&options, Box::new(DbusSource::new(shared.clone())), &shared)?;
-        let summary = run_capture(
-            &shared,
-            &CaptureOptions {
-                timeout: Some(duration),
-                ..CaptureOptions::new(out)
-            },
-        )?;
-        Ok(summary)
+        let _attached = attach(&options, Box::new(DbusSource::new(shared.clone())), shared)?;
+        output()
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result

@@ -58,11 +58,20 @@ enum Command {
     /// Start a private dbus-daemon and a QEMU (SeaBIOS, no disk), capture its
     /// screen to PNG, and stop them again.
     Demo {
+        /// The PNG (with --display: what the monitor showed, by writeback
+        /// or readback).
         #[arg(long, default_value = "qemu-sink-demo.png")]
         out: PathBuf,
         /// How long to watch the VM (SeaBIOS reaches its last screen in about 3 s).
         #[arg(long, default_value_t = 8.0)]
         seconds: f64,
+        /// Show the VM on a monitor (KMS) instead of capturing it headless.
+        #[arg(long)]
+        display: bool,
+        /// With --display: the DRM card (default: the first with a
+        /// connected connector).
+        #[arg(long, requires = "display")]
+        device: Option<PathBuf>,
     },
 }
 
@@ -173,7 +182,8 @@ struct DisplayArgs {
     /// Where frames come from: `dbus` (the default) or `vdmabuf[=NODE]`.
     #[arg(long, default_value = "dbus", value_parser = parse_source)]
     source: Source,
-    /// The DRM card (default: the first card with a connected connector).
+    /// The DRM card: /dev/dri/cardN, or a kernel driver's name such as
+    /// vkms (default: the first card with a connected connector).
     #[arg(long)]
     device: Option<PathBuf>,
     /// The connector, e.g. HDMI-A-1 or Virtual-1 (default: the first connected).
@@ -457,10 +467,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             write_reports(&report, &args.latency)
         }
-        Command::Demo { out, seconds: secs } => {
+        Command::Demo {
+            out,
+            seconds: secs,
+            display,
+            device,
+        } => {
             let duration = seconds(Some(secs), "seconds")?.unwrap_or_default();
-            let summary = sink::demo::run_demo(shared, out.clone(), duration)?;
-            report_capture(&summary, &out)?;
+            if display {
+                let display = Display::open(DisplayOptions {
+                    device,
+                    capture: Some(out.clone()),
+                    timeout: Some(duration),
+                    ..DisplayOptions::default()
+                })?;
+                let summary = sink::demo::run_display_demo(shared, display)?;
+                tracing::info!("{}", summary.line());
+            } else {
+                let summary = sink::demo::run_demo(shared, out.clone(), duration)?;
+                report_capture(&summary, &out)?;
+            }
             println!("{}", out.display());
             Ok(())
         }

@@ -670,3 +670,51 @@ fn display_survives_losing_and_regaining_drm_master() {
     );
     s.sink.stop();
 }
+
+/// `qemu-sink demo --display`: the demo VM (SeaBIOS on a private bus) shown
+/// on vkms; the PNG is what writeback saw: the text screen letterboxed into
+/// 1024x768, bars black, text in the picture.
+#[test]
+#[ignore = "needs the lab"]
+fn display_demo_shows_the_demo_vm_on_vkms() {
+    require_lab();
+    let dir = TempDir::new("lab-display-demo");
+    let out = dir.path("demo.png");
+    let card = vkms();
+    let output = run_sink(
+        sink_command(&[
+            "demo",
+            "--display",
+            "--device",
+            card.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--seconds",
+            "40",
+        ]),
+        Duration::from_secs(150),
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let png = read_png(&out).unwrap();
+    assert_eq!((png.width, png.height), (1024, 768), "{log}");
+    // 720x400 fitted into 1024x768: 1024x569 at y = 99.
+    let (_, y, _, h) = tests::picture::fit(TEXT_MODE_SIZE, (1024, 768));
+    let lit = |rows: std::ops::Range<u32>| {
+        rows.flat_map(|r| {
+            png.pixels[(r * 1024 * 4) as usize..((r + 1) * 1024 * 4) as usize].chunks_exact(4)
+        })
+        .filter(|px| px[..3] != [0, 0, 0])
+        .count()
+    };
+    assert_eq!(lit(0..y), 0, "the bar above the picture is black");
+    assert_eq!(lit(y + h..768), 0, "the bar below the picture is black");
+    assert!(
+        lit(y..y + h) > 1000,
+        "SeaBIOS's text is in the picture: {log}"
+    );
+    assert!(
+        log.contains("composed by GL") || log.contains("frames shown"),
+        "{log}"
+    );
+}

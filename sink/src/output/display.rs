@@ -82,7 +82,8 @@ impl FromStr for PathChoice {
 
 #[derive(Debug, Clone, Default)]
 pub struct DisplayOptions {
-    /// The card (default: the first with a connected connector).
+    /// The card: a path, or a kernel driver's name such as `vkms`
+    /// (default: the first card with a connected connector).
     pub device: Option<PathBuf>,
     /// The connector's name, e.g. `Virtual-1`, `HDMI-A-1`.
     pub connector: Option<String>,
@@ -313,6 +314,10 @@ impl Display {
     /// the first draw compiles shaders) and lights the monitor black.
     pub fn open(options: DisplayOptions) -> Result<Display, DisplayError> {
         let card = Arc::new(match &options.device {
+            // A bare name that is no file: the card of that kernel driver.
+            Some(name) if !name.exists() && name.components().count() == 1 => {
+                Card::open_by_driver(&name.to_string_lossy())?
+            }
             Some(path) => Card::open(path)?,
             None => Card::open_default()?,
         });
@@ -1473,8 +1478,9 @@ impl DisplaySummary {
     /// One line for the log.
     pub fn line(&self) -> String {
         format!(
-            "display on {}: {} frames shown ({} direct, {} composed), {} skipped, {} flips, \
-             {} answered by the deadline; CPU bytes copied on the direct path: {}",
+            "display on {}: {} DMA-BUF frames shown ({} direct, {} composed), {} skipped, \
+             {} flips (2D pictures included), {} answered by the deadline; \
+             CPU bytes copied on the direct path: {}",
             self.output,
             self.stats.shown,
             self.direct,
