@@ -718,3 +718,57 @@ fn display_demo_shows_the_demo_vm_on_vkms() {
         "{log}"
     );
 }
+
+/// A buffer neither the plane nor the renderer can take (a modifier nobody
+/// knows): one log line, its frames answered at once, the last good
+/// picture stays; the next good buffer shows.
+#[test]
+#[ignore = "needs the lab"]
+fn display_drops_a_buffer_it_cannot_show_and_keeps_the_last_good_picture() {
+    require_lab();
+    let card = vkms();
+    let mut s = setup(
+        "display-hostile",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
+    let buffers = two_buffers_the_first_shown(&mut s, "the good picture");
+    let bad = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
+    let bad_desc = BufferDesc {
+        modifier: 0x00ff_0000_0000_1234,
+        ..BufferDesc::xrgb(640, 480)
+    };
+    for _ in 0..3 {
+        s.listener
+            .scanout_dmabuf(bad.fd(), bad_desc, false)
+            .unwrap();
+        let answer = s.listener.update_dmabuf(0, 0, 640, 480).clone();
+        assert!(answer.ok && answer.latency() < Duration::from_millis(800));
+    }
+    // Nothing was flipped: writeback still shows the good picture.
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for_picture(
+        "after the bad buffer",
+        &s.out,
+        &opaque(&buffers[0].expected(0)),
+        Duration::from_secs(10),
+    );
+    s.listener
+        .scanout_dmabuf(buffers[1].fd(), BufferDesc::xrgb(640, 480), false)
+        .unwrap();
+    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    wait_for_picture(
+        "the next good buffer",
+        &s.out,
+        &opaque(&buffers[1].expected(1)),
+        Duration::from_secs(30),
+    );
+    let log = s.sink.stop();
+    assert_eq!(
+        log.matches("the renderer cannot import it").count(),
+        1,
+        "one line for the bad layout: {log}"
+    );
+}

@@ -511,7 +511,7 @@ impl Display {
                 } else if self.cursor_dirty {
                     self.move_cursor();
                 } else if self.capture_dirty {
-                    self.capture()?;
+                    self.capture_or_warn();
                 }
             }
             if let Some(t) = next_table.filter(|&t| Instant::now() >= t) {
@@ -549,7 +549,7 @@ impl Display {
         self.settle_flip();
         self.forget_unused_imports();
         if self.capture_dirty {
-            self.capture()?;
+            self.capture_or_warn();
         }
         Ok(())
     }
@@ -1117,6 +1117,19 @@ impl Display {
                 if let Err(err) = drawn {
                     self.release(&mut record, release);
                     self.finish(record);
+                    if matches!(err, DisplayError::Render(_)) && self.imports[index].image.is_none()
+                    {
+                        // The renderer cannot import this layout: say it
+                        // once, drop its frames (answered) from now on.
+                        let why = format!("the renderer cannot import it: {err}");
+                        tracing::warn!(
+                            "{}: {why}; its frames are dropped",
+                            layout_text(&current.layout)
+                        );
+                        self.decisions.insert(current.layout, Decision::Drop(why));
+                        self.rejected += 1;
+                        return Ok(());
+                    }
                     return Err(err);
                 }
                 record.committed = Some(monotonic_now());
@@ -1302,6 +1315,13 @@ impl Display {
         });
         self.renderer.fence()?.wait(FENCE_WAIT);
         self.flip_buffer(index, None)
+    }
+
+    /// A capture that fails is logged; the display goes on.
+    fn capture_or_warn(&mut self) {
+        if let Err(err) = self.capture() {
+            tracing::warn!("--capture: {err}");
+        }
     }
 
     /// Writes what the monitor shows to `--capture`: by writeback where the
