@@ -210,6 +210,10 @@ struct DisplayArgs {
     /// Stop after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
+    /// Draw the guest's cursor with GL instead of putting it on the cursor
+    /// plane (for drivers whose cursor plane misbehaves).
+    #[arg(long)]
+    no_cursor_plane: bool,
     #[command(flatten)]
     latency: LatencyArgs,
 }
@@ -420,6 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 frames: args.frames,
                 timeout: seconds(args.timeout, "timeout")?,
                 latency_interval: args.latency.interval(false)?,
+                no_cursor_plane: args.no_cursor_plane,
             };
             // Light the monitor (and warm up GL) before QEMU waits on us.
             let mut display = Display::open(options)?;

@@ -355,21 +355,14 @@ fn display_of_a_gl_on_qemu_on_vkms_equals_its_screendump() {
     );
 }
 
-/// The guest's cursor goes on the cursor plane, over a directly scanned
-/// out frame: writeback shows it at the `MouseSet` position (minus its hot
-/// spot), and a move alone moves it.
-#[test]
-#[ignore = "needs the lab"]
-fn display_cursor_on_the_cursor_plane_follows_the_pointer() {
-    require_lab();
+/// The cursor at `MouseSet` (minus its hot spot) over a 640x480 frame, a
+/// move alone moving it and `visible = 0` hiding it, as writeback shows;
+/// with `extra` on the sink's command line. Returns the sink's log.
+fn cursor_follows_the_pointer(tag: &str, extra: &[&str]) -> String {
     let card = vkms();
-    let mut s = setup(
-        "display-cursor",
-        (640, 480),
-        &card,
-        true,
-        &["--mode", "640x480"],
-    );
+    let mut args = vec!["--mode", "640x480"];
+    args.extend_from_slice(extra);
+    let mut s = setup(tag, (640, 480), &card, true, &args);
     let buffer = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
     s.listener
         .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(640, 480), false)
@@ -394,8 +387,28 @@ fn display_cursor_on_the_cursor_plane_follows_the_pointer() {
 
     s.listener.listener().mouse_set(300, 200, 0).unwrap();
     wait_for_picture("cursor hidden", &s.out, &plain, Duration::from_secs(30));
-    let log = s.sink.stop();
+    s.sink.stop()
+}
+
+/// The guest's cursor goes on the cursor plane, over a directly scanned
+/// out frame.
+#[test]
+#[ignore = "needs the lab"]
+fn display_cursor_on_the_cursor_plane_follows_the_pointer() {
+    require_lab();
+    let log = cursor_follows_the_pointer("display-cursor", &[]);
     assert!(log.contains("(1 direct, 0 composed)"), "{log}");
+}
+
+/// Without a cursor plane (`--no-cursor-plane`) the cursor is drawn by GL:
+/// the frame it covers is composed, and moving it composes the guest's
+/// buffer again.
+#[test]
+#[ignore = "needs the lab"]
+fn display_cursor_drawn_by_gl_without_a_cursor_plane_follows_the_pointer() {
+    require_lab();
+    let log = cursor_follows_the_pointer("display-gl-cursor", &["--no-cursor-plane"]);
+    assert!(log.contains("(0 direct, 1 composed)"), "{log}");
 }
 
 /// QEMU going away leaves the monitor lit and black (its buffers let go),

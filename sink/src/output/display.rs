@@ -98,6 +98,8 @@ pub struct DisplayOptions {
     pub timeout: Option<Duration>,
     /// Log the stage table this often.
     pub latency_interval: Option<Duration>,
+    /// Draw the cursor with GL, not on the cursor plane.
+    pub no_cursor_plane: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +239,9 @@ enum Queued {
     },
     /// The 2D surface, rendered into `Display::frame_2d`.
     Surface,
+    /// The guest's current buffer composed again (the GL-drawn cursor
+    /// moved); no frame of QEMU's.
+    Again,
     Blank,
 }
 
@@ -270,6 +275,8 @@ pub struct Display {
     cursor_dirty: bool,
     /// Where the picture being shown sits on the output.
     picture: Option<PictureMap>,
+    /// Without a cursor plane: the cursor's image as a texture.
+    cursor_texture: Option<Texture>,
     /// The picture changed since the last capture.
     capture_dirty: bool,
     capture_frame: RgbaFrame,
@@ -360,6 +367,7 @@ impl Display {
         tracing::debug!("renderer up in {:?}", started.elapsed());
         let buffers = scanout_buffers(&card, &mut renderer, mode_size, fourcc)?;
         let cursor_plane = match &committer.pipe().cursor {
+            Some(_) if options.no_cursor_plane => None,
             Some(_) => match cursor_plane(&card) {
                 Ok(plane) => Some(plane),
                 Err(err) => {
@@ -395,6 +403,7 @@ impl Display {
             seen_cursor: 0,
             cursor_dirty: false,
             picture: None,
+            cursor_texture: None,
             capture_dirty: false,
             capture_frame: RgbaFrame::default(),
             readback_target: None,
@@ -489,8 +498,15 @@ impl Display {
                 self.cursor_dirty = self.cursor_plane.is_some();
                 self.write_cursor_image();
             }
-            // Without a cursor plane the cursor is drawn into 2D pictures.
-            let redraw_2d = cursor_changed && self.cursor_plane.is_none();
+            // Without a cursor plane the cursor is drawn into 2D pictures,
+            // and a DMA-BUF picture is composed again with it.
+            let redraw_2d = cursor_changed && self.cursor_plane.is_none() && self.current.is_none();
+            if cursor_changed && self.cursor_plane.is_none() && self.current.is_some() {
+                self.upload_cursor();
+                if self.queued.is_none() {
+                    self.queued = Some(Queued::Again);
+                }
+            }
             if state.surface_changes != self.seen_surface || redraw_2d {
                 self.seen_surface = state.surface_changes;
                 let cursor_in_picture = self.cursor_plane.is_none();
@@ -920,6 +936,7 @@ impl Display {
                 release,
             } => self.present_frame(current, record, release),
             Queued::Surface => self.present_surface(),
+            Queued::Again => self.present_again(),
             Queued::Blank => {
                 let index = self.free_buffer();
                 self.draw_blank(index)
@@ -1066,7 +1083,14 @@ impl Display {
             self.finish(record);
             return Ok(());
         };
-        let decision = self.decide(index, current);
+        let mut decision = self.decide(index, current);
+        if decision == Decision::Show(ShowPath::Direct)
+            && self.cursor_plane.is_none()
+            && self.cursor.is_some()
+        {
+            // No cursor plane: a visible cursor is drawn, so the frame is too.
+            decision = Decision::Show(ShowPath::Composite);
+        }
         let copied_before = self.cpu_bytes;
         let until_replaced = matches!(release, FrameRelease::Vdmabuf(_));
         let held = |record: FrameRecord, release, until_replaced| Held {
@@ -1270,10 +1294,77 @@ impl Display {
             src: how.src,
             dst: how.dst,
         });
+        self.draw_cursor(target_index)?;
         if !self.renderer.fence()?.wait(FENCE_WAIT) {
             tracing::warn!("the GPU did not finish within {FENCE_WAIT:?}: flipping anyway");
         }
         Ok(())
+    }
+
+    /// The guest's current buffer composed again, e.g. under a moved cursor.
+    fn present_again(&mut self) -> Result<(), DisplayError> {
+        let Some(current) = self.current else {
+            return Ok(());
+        };
+        let Some(index) = self.import_index(current.key) else {
+            return Ok(());
+        };
+        let target_index = self.free_buffer();
+        self.compose_frame(index, current, target_index)?;
+        self.flip_buffer(target_index, None)
+    }
+
+    /// Uploads the cursor's image as a texture when it changed (no cursor
+    /// plane).
+    fn upload_cursor(&mut self) {
+        let Some((_, _, w, h)) = self.cursor else {
+            return;
+        };
+        if self.cursor_texture.is_some() && self.cursor_written == self.cursor_argb {
+            return;
+        }
+        if let Some(old) = self.cursor_texture.take() {
+            self.renderer.destroy_texture(old);
+        }
+        match self
+            .renderer
+            .upload(DrmFourcc::Argb8888, w, h, w * 4, &self.cursor_argb)
+        {
+            Ok(texture) => {
+                self.cursor_texture = Some(texture);
+                self.cursor_written.clone_from(&self.cursor_argb);
+            }
+            Err(err) => tracing::warn!("uploading the cursor: {err}"),
+        }
+    }
+
+    /// Blends the cursor over scanout buffer `index` (no cursor plane),
+    /// unscaled, at the pointer.
+    fn draw_cursor(&mut self, index: usize) -> Result<(), DisplayError> {
+        if self.cursor_plane.is_some() {
+            return Ok(());
+        }
+        let (Some((x, y, w, h)), Some(picture)) = (self.cursor, self.picture) else {
+            return Ok(());
+        };
+        self.upload_cursor();
+        let Some(texture) = &self.cursor_texture else {
+            return Ok(());
+        };
+        let (x, y) = picture.map(x, y);
+        let how = Composition {
+            src: (0, 0, w, h),
+            dst: (
+                x.clamp(-16384, 16384) as i32,
+                y.clamp(-16384, 16384) as i32,
+                w,
+                h,
+            ),
+            flip_y: false,
+            blend: true,
+        };
+        let target = self.buffers[index].target.as_ref().expect("live");
+        Ok(self.renderer.draw(target, Source::Texture(texture), &how)?)
     }
 
     /// Uploads the 2D surface and draws it into a free scanout buffer.
@@ -1391,6 +1482,9 @@ impl Display {
         self.let_go_of_the_screen();
         self.forget_unused_imports();
         if let Some(t) = self.texture_2d.take() {
+            self.renderer.destroy_texture(t);
+        }
+        if let Some(t) = self.cursor_texture.take() {
             self.renderer.destroy_texture(t);
         }
         if let Some(t) = self.readback_target.take() {
