@@ -245,6 +245,8 @@ fn display_composes_a_guest_the_plane_cannot_scale_letterboxed() {
         "{log}"
     );
     assert!(log.contains("(0 direct, 1 composed)"), "{log}");
+    // Mesa's GBM serves vkms (kms_swrast): the scanout buffers come from it.
+    assert!(log.contains("scanout buffers: GBM"), "{log}");
 }
 
 /// virtio-gpu cannot import a foreign DMA-BUF (ENODEV): the frames are

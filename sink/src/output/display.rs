@@ -16,7 +16,7 @@
 //! The listener answers QEMU by its deadline if no flip ever comes.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -141,7 +141,17 @@ pub struct DisplaySummary {
 struct ScanoutBuffer {
     target: Option<Target>,
     fb: Arc<Framebuffer>,
-    _dumb: DumbBuffer,
+    /// The memory: kept alive while the framebuffer and target use it.
+    _backing: Backing,
+}
+
+/// What a scanout buffer of ours is made of.
+enum Backing {
+    /// A GBM buffer object (allocated for scanout and rendering, with a
+    /// modifier both the plane and the renderer take).
+    Gbm(#[allow(dead_code)] gbm::BufferObject<()>),
+    /// A dumb buffer (linear; where GBM cannot serve).
+    Dumb(#[allow(dead_code)] DumbBuffer),
 }
 
 /// How a guest buffer is laid out: the path decision is made once per layout.
@@ -365,7 +375,13 @@ impl Display {
         let mut renderer = Renderer::new(&options.render_device)?;
         first_draw(&mut renderer)?;
         tracing::debug!("renderer up in {:?}", started.elapsed());
-        let buffers = scanout_buffers(&card, &mut renderer, mode_size, fourcc)?;
+        let buffers = scanout_buffers(
+            &card,
+            &mut renderer,
+            mode_size,
+            fourcc,
+            &committer.pipe().primary,
+        )?;
         let cursor_plane = match &committer.pipe().cursor {
             Some(_) if options.no_cursor_plane => None,
             Some(_) => match cursor_plane(&card) {
@@ -699,7 +715,13 @@ impl Display {
                     self.renderer.destroy_target(t);
                 }
             }
-            self.buffers = scanout_buffers(&self.card, &mut self.renderer, size, self.fourcc)?;
+            self.buffers = scanout_buffers(
+                &self.card,
+                &mut self.renderer,
+                size,
+                self.fourcc,
+                &self.committer.pipe().primary,
+            )?;
             if let Some(t) = self.readback_target.take() {
                 self.renderer.destroy_target(t);
             }
@@ -1498,14 +1520,30 @@ impl Display {
     }
 }
 
-/// Our scanout buffers at `size`, each a dumb buffer, its framebuffer and
-/// a renderer target over the same memory.
+/// Our scanout buffers at `size`: GBM buffer objects where GBM serves
+/// (with a modifier the plane scans out and the renderer draws into),
+/// else dumb buffers; each with its framebuffer and a renderer target over
+/// the same memory.
 fn scanout_buffers(
     card: &Arc<Card>,
     renderer: &mut Renderer,
-    (width, height): (u32, u32),
+    size: (u32, u32),
     fourcc: DrmFourcc,
+    primary: &crate::output::kms::Plane,
 ) -> Result<Vec<ScanoutBuffer>, DisplayError> {
+    let mut made = Vec::with_capacity(SCANOUT_BUFFERS);
+    match gbm_buffers(card, renderer, size, fourcc, primary, &mut made) {
+        Ok(()) => return Ok(made),
+        Err(why) => {
+            for buffer in &mut made {
+                if let Some(t) = buffer.target.take() {
+                    renderer.destroy_target(t);
+                }
+            }
+            tracing::info!("scanout buffers: dumb buffers (GBM: {why})");
+        }
+    }
+    let (width, height) = size;
     let mut buffers = Vec::with_capacity(SCANOUT_BUFFERS);
     for _ in 0..SCANOUT_BUFFERS {
         let dumb = DumbBuffer::create(card, width, height, fourcc)?;
@@ -1525,10 +1563,122 @@ fn scanout_buffers(
         buffers.push(ScanoutBuffer {
             target: Some(target),
             fb,
-            _dumb: dumb,
+            _backing: Backing::Dumb(dumb),
         });
     }
     Ok(buffers)
+}
+
+/// GBM scanout buffers, allocated through a second open of the card: GBM's
+/// GEM handles then never mix with the ones our framebuffers count on the
+/// commit fd (the buffers come over as DMA-BUFs, like a guest's).
+fn gbm_buffers(
+    card: &Arc<Card>,
+    renderer: &mut Renderer,
+    (width, height): (u32, u32),
+    fourcc: DrmFourcc,
+    primary: &crate::output::kms::Plane,
+    buffers: &mut Vec<ScanoutBuffer>,
+) -> Result<(), String> {
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(card.path())
+        .map_err(|e| format!("opening {}: {e}", card.path().display()))?;
+    let device = gbm::Device::new(file).map_err(|e| format!("gbm_create_device: {e}"))?;
+    // Modifiers the plane scans out and the renderer can draw into.
+    let drawable: Vec<u64> = renderer
+        .formats
+        .modifiers(fourcc)
+        .iter()
+        .filter(|&&(_, external_only)| !external_only)
+        .map(|&(m, _)| m)
+        .collect();
+    let modifiers: Vec<DrmModifier> = primary
+        .formats
+        .modifiers(fourcc)
+        .into_iter()
+        .filter(|&m| m != DrmModifier::Invalid && drawable.contains(&u64::from(m)))
+        .collect();
+    let usage = gbm::BufferObjectFlags::SCANOUT | gbm::BufferObjectFlags::RENDERING;
+    for _ in 0..SCANOUT_BUFFERS {
+        let bo = if modifiers.is_empty() {
+            device.create_buffer_object::<()>(width, height, fourcc, usage)
+        } else {
+            device.create_buffer_object_with_modifiers2::<()>(
+                width,
+                height,
+                fourcc,
+                modifiers.iter().copied(),
+                usage,
+            )
+        }
+        .map_err(|e| format!("gbm_bo_create: {e}"))?;
+        let modifier = bo.modifier();
+        let mut fds = Vec::new();
+        for plane in 0..bo.plane_count() as i32 {
+            // Exported writable (gbm_bo_get_fd_for_plane's fd is read-only
+            // on some drivers, e.g. kms_swrast, and the renderer draws here).
+            // SAFETY: a GBM BO on a DRM device has a GEM handle in the u32.
+            let handle = unsafe { bo.handle_for_plane(plane).u32_ };
+            let prime = drm_ffi::gem::handle_to_fd(
+                device.as_fd(),
+                handle,
+                (libc::O_CLOEXEC | libc::O_RDWR) as u32,
+            )
+            .map_err(|e| format!("DRM_IOCTL_PRIME_HANDLE_TO_FD: {e}"))?;
+            // SAFETY: the ioctl returned a new fd that is ours.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(prime.fd) };
+            fds.push((fd, bo.offset(plane), bo.stride_for_plane(plane)));
+        }
+        let fb = Framebuffer::import(
+            card,
+            &Dmabuf {
+                width,
+                height,
+                fourcc,
+                modifier,
+                planes: fds
+                    .iter()
+                    .map(|(fd, offset, stride)| DmabufPlane {
+                        fd: fd.as_fd(),
+                        offset: *offset,
+                        stride: *stride,
+                    })
+                    .collect(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let target = renderer
+            .import_target(&DmabufDesc {
+                width,
+                height,
+                fourcc,
+                modifier: (modifier != DrmModifier::Invalid).then(|| u64::from(modifier)),
+                planes: fds
+                    .iter()
+                    .map(|(fd, offset, stride)| GlPlane {
+                        fd: fd.as_fd(),
+                        offset: *offset,
+                        stride: *stride,
+                    })
+                    .collect(),
+            })
+            .map_err(|e| format!("the renderer cannot draw into it: {e}"))?;
+        if buffers.is_empty() {
+            tracing::info!(
+                "scanout buffers: GBM ({}), {fourcc:?}, modifier {:#x}",
+                device.backend_name(),
+                u64::from(modifier)
+            );
+        }
+        buffers.push(ScanoutBuffer {
+            target: Some(target),
+            fb: Arc::new(fb),
+            _backing: Backing::Gbm(bo),
+        });
+    }
+    Ok(())
 }
 
 /// A dumb buffer for the cursor plane, of the size the driver asks for.
