@@ -200,7 +200,7 @@ struct Held {
 struct Shown {
     /// Kept alive while the plane may show it (removing an FB in use turns
     /// the plane off).
-    _fb: Arc<Framebuffer>,
+    fb: Arc<Framebuffer>,
     /// Which of our scanout buffers, for composed pictures.
     buffer: Option<usize>,
     frame: Option<Held>,
@@ -210,6 +210,21 @@ struct Shown {
     /// re-commits them).
     src: Rect,
     dst: Rect,
+}
+
+impl Shown {
+    /// All of one of our scanout buffers, with `frame` (if any) on it.
+    fn whole(fb: Arc<Framebuffer>, buffer: usize, frame: Option<Held>) -> Shown {
+        let whole = Rect::of_size(fb.size());
+        Shown {
+            fb,
+            buffer: Some(buffer),
+            frame,
+            direct: None,
+            src: whole,
+            dst: whole,
+        }
+    }
 }
 
 /// The cursor plane's buffer (ARGB8888 of the size the driver asks for).
@@ -261,8 +276,6 @@ pub struct Display {
     committer: Committer,
     writeback: Option<Writeback>,
     renderer: Renderer,
-    mode_size: (u32, u32),
-    refresh: Duration,
     buffers: Vec<ScanoutBuffer>,
     imports: Vec<Import>,
     uses: u64,
@@ -298,7 +311,6 @@ pub struct Display {
     cpu_bytes: u64,
     direct_cpu_bytes: u64,
     rejected: u64,
-    output_name: String,
     /// When the first run began (`--timeout` counts from it).
     started: Option<Instant>,
     /// The scanout buffers' format.
@@ -311,18 +323,10 @@ pub struct Display {
     next_probe: Instant,
 }
 
-fn fourcc_name(f: DrmFourcc) -> String {
-    format!("{f:?}")
-}
-
 fn layout_text(l: &Layout) -> String {
     format!(
-        "{}x{} {} (modifier {:#x}, stride {})",
-        l.rect.2,
-        l.rect.3,
-        fourcc_name(l.fourcc),
-        l.modifier,
-        l.stride
+        "{}x{} {:?} (modifier {:#x}, stride {})",
+        l.rect.2, l.rect.3, l.fourcc, l.modifier, l.stride
     )
 }
 
@@ -340,16 +344,6 @@ impl Display {
         });
         let pipe = Pipe::select(&card, options.connector.as_deref(), options.mode.as_ref())?;
         let mode_size = pipe.size();
-        let vrefresh = pipe.mode.vrefresh().max(1);
-        let refresh = Duration::from_secs(1) / vrefresh;
-        let output_name = format!(
-            "{} {} {}x{}@{}",
-            card.path().display(),
-            pipe.name,
-            mode_size.0,
-            mode_size.1,
-            vrefresh
-        );
         let fourcc = [DrmFourcc::Xrgb8888, DrmFourcc::Argb8888]
             .into_iter()
             .find(|&f| {
@@ -399,8 +393,6 @@ impl Display {
             committer,
             writeback,
             renderer,
-            mode_size,
-            refresh,
             buffers,
             imports: Vec::new(),
             uses: 0,
@@ -430,7 +422,6 @@ impl Display {
             cpu_bytes: 0,
             direct_cpu_bytes: 0,
             rejected: 0,
-            output_name,
             started: None,
             fourcc,
             connected: true,
@@ -438,24 +429,30 @@ impl Display {
             next_probe: Instant::now() + PROBE_INTERVAL,
         };
         // Black until the guest's first frame.
-        display.draw_blank(0)?;
-        let fb = display.buffers[0].fb.clone();
-        display.committer.modeset(&PlaneConfig::whole(&fb))?;
-        display.on_screen = Some(Shown {
-            src: Rect::of_size(fb.size()),
-            dst: Rect::of_size(fb.size()),
-            _fb: fb,
-            buffer: Some(0),
-            frame: None,
-            direct: None,
-        });
-        display.capture_dirty = true;
+        display.light_black()?;
         Ok(display)
     }
 
     /// The refresh period of the mode shown.
     pub fn refresh(&self) -> Duration {
-        self.refresh
+        Duration::from_secs(1) / self.committer.pipe().mode.vrefresh().max(1)
+    }
+
+    /// The mode's size: what our scanout buffers and compositions cover.
+    fn mode_size(&self) -> (u32, u32) {
+        self.committer.pipe().size()
+    }
+
+    /// The card, connector and mode, for the log.
+    fn output_name(&self) -> String {
+        let pipe = self.committer.pipe();
+        let (w, h) = pipe.size();
+        format!(
+            "{} {} {w}x{h}@{}",
+            self.card.path().display(),
+            pipe.name,
+            pipe.mode.vrefresh()
+        )
     }
 
     /// Runs until a signal, QEMU's disconnect, `--frames` or `--timeout`
@@ -620,8 +617,8 @@ impl Display {
             cpu_bytes: self.cpu_bytes,
             updates,
             rejected: rejected + self.rejected,
-            refresh: self.refresh,
-            output: self.output_name.clone(),
+            refresh: self.refresh(),
+            output: self.output_name(),
         }
     }
 
@@ -647,7 +644,7 @@ impl Display {
         }
         self.master = true;
         match self.replug() {
-            Ok(()) => tracing::info!("DRM master is back: lit at {}", self.output_name),
+            Ok(()) => tracing::info!("DRM master is back: lit at {}", self.output_name()),
             Err(err) => tracing::warn!("DRM master is back, but lighting the output failed: {err}"),
         }
     }
@@ -690,7 +687,7 @@ impl Display {
         match self.replug() {
             Ok(()) => {
                 self.connected = true;
-                tracing::info!("{name} is back: lit at {}", self.output_name);
+                tracing::info!("{name} is back: lit at {}", self.output_name());
             }
             Err(err) => tracing::warn!("{name} is back, but lighting it failed: {err}"),
         }
@@ -703,13 +700,12 @@ impl Display {
         let name = self.committer.pipe().name.clone();
         let pipe = Pipe::select(&self.card, Some(&name), self.options.mode.as_ref())?;
         let size = pipe.size();
-        let vrefresh = pipe.mode.vrefresh().max(1);
         self.committer.replace_pipe(pipe);
         // What was on the old mode's screen is gone: let its frames go.
         self.let_go_of_the_screen();
         // Decisions may have been made while the card was not ours.
         self.decisions.clear();
-        if size != self.mode_size {
+        if self.buffers[0].fb.size() != size {
             for buffer in &mut self.buffers {
                 if let Some(t) = buffer.target.take() {
                     self.renderer.destroy_target(t);
@@ -726,27 +722,7 @@ impl Display {
                 self.renderer.destroy_target(t);
             }
         }
-        self.mode_size = size;
-        self.refresh = Duration::from_secs(1) / vrefresh;
-        self.output_name = format!(
-            "{} {name} {}x{}@{vrefresh}",
-            self.card.path().display(),
-            size.0,
-            size.1
-        );
-        self.draw_blank(0)?;
-        let fb = self.buffers[0].fb.clone();
-        self.committer.modeset(&PlaneConfig::whole(&fb))?;
-        let whole = Rect::of_size(fb.size());
-        self.on_screen = Some(Shown {
-            _fb: fb,
-            buffer: Some(0),
-            frame: None,
-            direct: None,
-            src: whole,
-            dst: whole,
-        });
-        self.capture_dirty = true;
+        self.light_black()?;
         // A 2D console shows again at once; a DMA-BUF one with its next frame.
         if self.frame_2d.width > 0 && self.current.is_none() {
             self.enqueue(Queued::Surface);
@@ -981,16 +957,18 @@ impl Display {
 
     fn flip_buffer(&mut self, index: usize, frame: Option<Held>) -> Result<(), DisplayError> {
         let fb = self.buffers[index].fb.clone();
-        let whole = Rect::of_size(fb.size());
-        let shown = Shown {
-            _fb: fb,
-            buffer: Some(index),
-            frame,
-            direct: None,
-            src: whole,
-            dst: whole,
-        };
-        self.commit(shown)
+        self.commit(Shown::whole(fb, index, frame))
+    }
+
+    /// The modeset that lights the pipe, black (scanout buffer 0) until the
+    /// next picture.
+    fn light_black(&mut self) -> Result<(), DisplayError> {
+        self.draw_blank(0)?;
+        let fb = self.buffers[0].fb.clone();
+        self.committer.modeset(&PlaneConfig::whole(&fb))?;
+        self.on_screen = Some(Shown::whole(fb, 0, None));
+        self.capture_dirty = true;
+        Ok(())
     }
 
     /// Flips to `shown` (primary plane and the cursor as it is now); on
@@ -1022,7 +1000,7 @@ impl Display {
         let pipe = self.committer.pipe();
         let mut request = Request::new();
         let primary = PlaneConfig {
-            fb: &shown._fb,
+            fb: &shown.fb,
             src: shown.src,
             dst: shown.dst,
         };
@@ -1076,7 +1054,7 @@ impl Display {
         };
         // The same picture again; a frame it holds stays held.
         let again = Shown {
-            _fb: on_screen._fb.clone(),
+            fb: on_screen.fb.clone(),
             buffer: on_screen.buffer,
             frame: on_screen.frame.take(),
             direct: on_screen.direct,
@@ -1140,7 +1118,7 @@ impl Display {
                     dst: (dst.x, dst.y, dst.width, dst.height),
                 });
                 let shown = Shown {
-                    _fb: fb,
+                    fb,
                     buffer: None,
                     frame: Some(held(record, release, until_replaced)),
                     direct: Some(current),
@@ -1191,7 +1169,7 @@ impl Display {
     /// The guest's rect on the whole output: letterboxed, scaled to fit.
     fn direct_config<'a>(&self, fb: &'a Framebuffer, layout: Layout) -> PlaneConfig<'a> {
         let (x, y, w, h) = layout.rect;
-        let how = Composition::fit(layout.rect, self.mode_size, false);
+        let how = Composition::fit(layout.rect, self.mode_size(), false);
         let (dx, dy, dw, dh) = how.dst;
         PlaneConfig {
             fb,
@@ -1310,7 +1288,7 @@ impl Display {
         self.renderer.rebind(image)?;
         let target = self.buffers[target_index].target.as_ref().expect("live");
         self.renderer.clear(target);
-        let how = Composition::fit(current.layout.rect, self.mode_size, current.layout.y0_top);
+        let how = Composition::fit(current.layout.rect, self.mode_size(), current.layout.y0_top);
         self.renderer.draw(target, Source::Image(image), &how)?;
         self.picture = Some(PictureMap {
             src: how.src,
@@ -1420,7 +1398,7 @@ impl Display {
         let target = self.buffers[index].target.as_ref().expect("live");
         let texture = self.texture_2d.as_ref().expect("just uploaded");
         self.renderer.clear(target);
-        let how = Composition::fit((0, 0, w, h), self.mode_size, false);
+        let how = Composition::fit((0, 0, w, h), self.mode_size(), false);
         self.renderer.draw(target, Source::Texture(texture), &how)?;
         self.picture = Some(PictureMap {
             src: how.src,
@@ -1471,7 +1449,7 @@ impl Display {
             return Ok(());
         };
         if self.readback_target.is_none() {
-            let (w, h) = self.mode_size;
+            let (w, h) = self.mode_size();
             self.readback_target = Some(self.renderer.create_target(w, h)?);
         }
         if self.imports[index].image.is_none() {
@@ -1482,7 +1460,7 @@ impl Display {
         let target = self.readback_target.as_ref().expect("made");
         self.renderer.rebind(image)?;
         self.renderer.clear(target);
-        let how = Composition::fit(current.layout.rect, self.mode_size, false);
+        let how = Composition::fit(current.layout.rect, self.mode_size(), false);
         self.renderer.draw(target, Source::Image(image), &how)?;
         Ok(self.renderer.read(target, &mut self.capture_frame)?)
     }
