@@ -14,6 +14,7 @@ use sink::vm::{start_qemu, Guard, PrivateBus, QemuConfig};
 
 pub use sink;
 
+pub mod bench;
 pub mod dmabuf;
 pub mod fake_qemu;
 pub mod lab;

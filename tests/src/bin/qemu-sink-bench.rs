@@ -25,16 +25,8 @@ use image::ImageEncoder;
 use serde_json::json;
 use sink::source::dbus::DbusSource;
 use sink::state::Shared;
+use tests::bench::Figure;
 use tests::fake_qemu::FakeListener;
-
-struct Figure {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    reference: f64,
-    ratio: f64,
-    goal: &'static str,
-}
 
 fn mb_per_s(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / took.as_secs_f64() / 1e6
@@ -182,14 +174,13 @@ fn vs_qemu_display(path: &str, figures: &[Figure]) -> anyhow::Result<Vec<Figure>
             .iter()
             .find(|f| f.name == name)
             .with_context(|| format!("{path}: {label}, which this run did not measure"))?;
-        out.push(Figure {
-            name: format!("{name} vs qemu-display"),
-            value: ours.value,
-            unit: "MB/s",
+        out.push(Figure::new(
+            format!("{name} vs qemu-display"),
+            ours.value,
+            "MB/s",
             reference,
-            ratio: ours.value / reference,
-            goal: ">= 1.5 x qemu-display",
-        });
+            ">= 1.5 x qemu-display",
+        ));
     }
     Ok(out)
 }
@@ -265,23 +256,21 @@ fn main() -> anyhow::Result<()> {
     let mut figures = Vec::new();
     for &(label, size) in sizes {
         let update = update_ingest(size, frames).context("2D Update ingest")?;
-        figures.push(Figure {
-            name: format!("2D Update ingest {label}"),
-            value: update,
-            unit: "MB/s",
-            reference: memcpy,
-            ratio: update / memcpy,
-            goal: ">= 0.25 x memcpy",
-        });
+        figures.push(Figure::new(
+            format!("2D Update ingest {label}"),
+            update,
+            "MB/s",
+            memcpy,
+            ">= 0.25 x memcpy",
+        ));
         let map = map_ingest(size, frames * 10).context("Unix.Map ingest")?;
-        figures.push(Figure {
-            name: format!("Unix.Map ingest {label}"),
-            value: map,
-            unit: "MB/s",
-            reference: memcpy,
-            ratio: map / memcpy,
-            goal: ">= 0.8 x memcpy",
-        });
+        figures.push(Figure::new(
+            format!("Unix.Map ingest {label}"),
+            map,
+            "MB/s",
+            memcpy,
+            ">= 0.8 x memcpy",
+        ));
     }
     match baseline {
         Some(path) => figures.extend(vs_qemu_display(path, &figures)?),
@@ -291,20 +280,14 @@ fn main() -> anyhow::Result<()> {
         ),
     }
     let (ours, reference) = png_capture(png_size, png_rounds).context("PNG capture")?;
-    figures.push(Figure {
-        name: format!("PNG capture {}x{}", png_size.0, png_size.1),
-        value: ours * 1e3,
-        unit: "ms",
-        reference: reference * 1e3,
-        ratio: ours / reference,
-        goal: "<= 0.1 x image's default encoder",
-    });
-    for f in &figures {
-        println!(
-            "{:<28} {:>10.1} {:<4}  reference {:>10.1}  ratio {:>6.3}  (goal {})",
-            f.name, f.value, f.unit, f.reference, f.ratio, f.goal
-        );
-    }
+    figures.push(Figure::new(
+        format!("PNG capture {}x{}", png_size.0, png_size.1),
+        ours * 1e3,
+        "ms",
+        reference * 1e3,
+        "<= 0.1 x image's default encoder",
+    ));
+    figures.iter().for_each(Figure::print);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?
         .trim()
         .to_owned();
@@ -320,10 +303,7 @@ fn main() -> anyhow::Result<()> {
         "quick": quick,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "memcpy_mb_s": memcpy,
-        "figures": figures.iter().map(|f| json!({
-            "name": f.name, "value": f.value, "unit": f.unit,
-            "reference": f.reference, "ratio": f.ratio, "goal": f.goal,
-        })).collect::<Vec<_>>(),
+        "figures": figures.iter().map(Figure::to_json).collect::<Vec<_>>(),
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
     std::fs::create_dir_all(&dir)?;

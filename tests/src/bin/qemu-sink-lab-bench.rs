@@ -22,21 +22,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use drm_fourcc::DrmFourcc;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sink::output::kms::{find_node, NodeKind};
+use tests::bench::Figure;
 use tests::fake_qemu::{BufferDesc, FakeListener, FakeQemu};
 use tests::sink_run::Sink;
 use tests::udmabuf::Udmabuf;
 use tests::{private_bus, sink_command, TempDir};
-
-struct Figure {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    reference: f64,
-    ratio: f64,
-    goal: &'static str,
-}
 
 /// The fake QEMU on a private bus with `qemu-sink ARGS --report FILE`
 /// attached to it.
@@ -145,14 +137,7 @@ fn direct_path(frames: usize, plot: Option<&str>, figures: &mut Vec<Figure>) -> 
             "{name}: median {median} us, p99 {p99} us over {} frames",
             values.len()
         );
-        figures.push(Figure {
-            name: name.to_owned(),
-            value: p99,
-            unit: "us",
-            reference: refresh,
-            ratio: p99 / refresh,
-            goal,
-        });
+        figures.push(Figure::new(name, p99, "us", refresh, goal));
     };
     push(
         "event read -> release p99, direct, vkms",
@@ -174,14 +159,13 @@ fn direct_path(frames: usize, plot: Option<&str>, figures: &mut Vec<Figure>) -> 
         .find_map(|l| l.split("CPU bytes copied on the direct path: ").nth(1))
         .and_then(|v| v.trim().parse().ok())
         .context("the sink's summary line")?;
-    figures.push(Figure {
-        name: "CPU bytes copied per frame, direct path".into(),
-        value: copied / frames as f64,
-        unit: "B",
-        reference: 640.0 * 480.0 * 4.0,
-        ratio: copied / frames as f64 / (640.0 * 480.0 * 4.0),
-        goal: "0",
-    });
+    figures.push(Figure::new(
+        "CPU bytes copied per frame, direct path",
+        copied / frames as f64,
+        "B",
+        640.0 * 480.0 * 4.0,
+        "0",
+    ));
     Ok(())
 }
 
@@ -211,14 +195,13 @@ fn schedule_60hz(frames: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()>
     let (_, report) = run.finish()?;
     let skipped = report["frames"]["skipped"].as_u64().unwrap_or(0) as f64;
     eprintln!("60 Hz schedule: the sender ended {behind:?} behind it");
-    figures.push(Figure {
-        name: "frames dropped at 60 Hz, direct, vkms".into(),
-        value: skipped,
-        unit: "frames",
-        reference: frames as f64,
-        ratio: skipped / frames as f64,
-        goal: "report",
-    });
+    figures.push(Figure::new(
+        "frames dropped at 60 Hz, direct, vkms",
+        skipped,
+        "frames",
+        frames as f64,
+        "report",
+    ));
     Ok(())
 }
 
@@ -259,14 +242,13 @@ fn composite(
         .as_f64()
         .context("no import→commit figures")?;
     let reference = memcpy_us((w * h * 4) as usize);
-    figures.push(Figure {
-        name: format!("DMA-BUF import + composite {label}"),
-        value: median,
-        unit: "us",
+    figures.push(Figure::new(
+        format!("DMA-BUF import + composite {label}"),
+        median,
+        "us",
         reference,
-        ratio: median / reference,
-        goal: "report (x one memcpy)",
-    });
+        "report (x one memcpy)",
+    ));
     Ok(())
 }
 
@@ -302,20 +284,13 @@ fn main() -> anyhow::Result<()> {
         composite(label, size, if quick { 3 } else { 10 }, &mut figures)
             .with_context(|| format!("composite {label}"))?;
     }
-    for f in &figures {
-        println!(
-            "{:<44} {:>10.1} {:<6}  reference {:>10.1}  ratio {:>8.4}  (goal {})",
-            f.name, f.value, f.unit, f.reference, f.ratio, f.goal
-        );
-    }
+    figures.iter().for_each(Figure::print);
     let json: Vec<Value> = figures
         .iter()
         .map(|f| {
-            json!({
-                "name": f.name, "value": f.value, "unit": f.unit,
-                "reference": f.reference, "ratio": f.ratio, "goal": f.goal,
-                "where": "lab (TCG, 1 vCPU, vkms, llvmpipe)",
-            })
+            let mut json = f.to_json();
+            json["where"] = "lab (TCG, 1 vCPU, vkms, llvmpipe)".into();
+            json
         })
         .collect();
     std::fs::write(Path::new(out), serde_json::to_string_pretty(&json)?)?;
