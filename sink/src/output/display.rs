@@ -756,8 +756,7 @@ impl Display {
                     }
                     None => {
                         record.skipped = true;
-                        self.release(&mut record, release);
-                        self.finish(record);
+                        self.release_now(record, release);
                     }
                 },
             }
@@ -821,34 +820,37 @@ impl Display {
 
     /// Drops the queued picture; a frame is skipped and released now.
     fn skip_queued(&mut self) {
-        if let Some(Queued::Frame {
-            mut record,
-            release,
-            ..
-        }) = self.queued.take()
-        {
-            record.skipped = true;
-            self.release(&mut record, release);
-            self.finish(record);
-        }
+        let dropped = self.queued.take();
+        self.skip(dropped);
     }
 
     /// Queues `next`; a frame it replaces is skipped and released now.
     fn enqueue(&mut self, next: Queued) {
+        let replaced = self.queued.replace(next);
+        self.skip(replaced);
+    }
+
+    /// A queued frame that will not be shown: released now, counted skipped.
+    fn skip(&mut self, queued: Option<Queued>) {
         if let Some(Queued::Frame {
             mut record,
             release,
             ..
-        }) = self.queued.replace(next)
+        }) = queued
         {
             record.skipped = true;
-            self.release(&mut record, release);
-            self.finish(record);
+            self.release_now(record, release);
         }
     }
 
     fn release(&mut self, record: &mut FrameRecord, release: FrameRelease) {
         record.released = Some(release.let_go());
+    }
+
+    /// Releases a frame that ends here (not shown) and counts it.
+    fn release_now(&mut self, mut record: FrameRecord, release: FrameRelease) {
+        self.release(&mut record, release);
+        self.finish(record);
     }
 
     fn finish(&mut self, record: FrameRecord) {
@@ -1079,8 +1081,7 @@ impl Display {
     ) -> Result<(), DisplayError> {
         let Some(index) = self.import_index(current.key) else {
             // Evicted meanwhile (a burst of new buffers): nothing to show.
-            self.release(&mut record, release);
-            self.finish(record);
+            self.release_now(record, release);
             return Ok(());
         };
         let mut decision = self.decide(index, current);
@@ -1101,8 +1102,7 @@ impl Display {
         match decision {
             Decision::Drop(why) => {
                 tracing::debug!("dropping a frame: {why}");
-                self.release(&mut record, release);
-                self.finish(record);
+                self.release_now(record, release);
                 Ok(())
             }
             Decision::Show(ShowPath::Direct) => {
@@ -1139,8 +1139,7 @@ impl Display {
                 let drawn = self.compose_frame(index, current, target_index);
                 record.path = Some(ShowPath::Composite);
                 if let Err(err) = drawn {
-                    self.release(&mut record, release);
-                    self.finish(record);
+                    self.release_now(record, release);
                     if matches!(err, DisplayError::Render(_)) && self.imports[index].image.is_none()
                     {
                         // The renderer cannot import this layout: say it
