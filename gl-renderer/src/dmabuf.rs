@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
 
 use drm_fourcc::DrmFourcc;
 use khronos_egl as khr;
 
 use crate::egl::{has_extension, proc_address, Context};
+use crate::gles::Gl;
 use crate::{egl_err, RenderError};
 
 const LINUX_DMA_BUF_EXT: khr::Enum = 0x3270;
@@ -162,9 +164,11 @@ impl FormatTable {
     }
 }
 
-/// An imported DMA-BUF: its EGLImage, bound to a texture.
+/// An imported DMA-BUF: its EGLImage, bound to a texture; both freed on
+/// drop (the DMA-BUF fds are the caller's).
 #[derive(Debug)]
 pub struct ImportedImage {
+    pub(crate) gl: Rc<Gl>,
     pub(crate) image: khr::Image,
     pub(crate) texture: glow::Texture,
     /// `GL_TEXTURE_2D` or `GL_TEXTURE_EXTERNAL_OES`.
@@ -172,6 +176,14 @@ pub struct ImportedImage {
     pub width: u32,
     pub height: u32,
     pub fourcc: DrmFourcc,
+}
+
+impl Drop for ImportedImage {
+    fn drop(&mut self) {
+        // SAFETY: a texture of this context, deleted once.
+        unsafe { glow::HasContext::delete_texture(&**self.gl, self.texture) };
+        self.gl.destroy_image(self.image);
+    }
 }
 
 /// The `eglCreateImage` attributes for `desc`.

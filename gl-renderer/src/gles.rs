@@ -7,6 +7,7 @@
 //! "Orientation"). Only a bottom-up (`y0_top`) source is flipped.
 
 use std::ffi::c_void;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,9 +70,40 @@ struct Program {
     opaque: Option<glow::UniformLocation>,
 }
 
-/// A texture the renderer uploaded from CPU pixels.
+/// The GL context and its EGL display, shared by the renderer and every
+/// object made with it: an object frees itself on drop (on the renderer's
+/// thread: `Rc` keeps them there), and the context outlives them all.
+pub(crate) struct Gl {
+    gl: glow::Context,
+    pub(crate) ctx: Context,
+}
+
+impl std::ops::Deref for Gl {
+    type Target = glow::Context;
+    fn deref(&self) -> &glow::Context {
+        &self.gl
+    }
+}
+
+impl std::fmt::Debug for Gl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gl")
+    }
+}
+
+impl Gl {
+    /// Destroys an EGLImage of this display (once).
+    pub(crate) fn destroy_image(&self, image: khr::Image) {
+        if let Err(e) = self.ctx.egl.destroy_image(self.ctx.display, image) {
+            tracing::warn!("eglDestroyImage: {e}");
+        }
+    }
+}
+
+/// A texture the renderer uploaded from CPU pixels; freed on drop.
 #[derive(Debug)]
 pub struct Texture {
+    gl: Rc<Gl>,
     texture: glow::Texture,
     pub width: u32,
     pub height: u32,
@@ -80,9 +112,10 @@ pub struct Texture {
 
 /// An output-sized render target: a framebuffer over a texture of the
 /// renderer's own, or over an imported DMA-BUF (a scanout buffer that KMS
-/// shows, drawn into in place).
+/// shows, drawn into in place). Freed on drop.
 #[derive(Debug)]
 pub struct Target {
+    gl: Rc<Gl>,
     framebuffer: glow::Framebuffer,
     storage: TargetStorage,
     pub width: u32,
@@ -96,6 +129,32 @@ enum TargetStorage {
         renderbuffer: glow::Renderbuffer,
         image: khr::Image,
     },
+}
+
+impl Drop for Texture {
+    fn drop(&mut self) {
+        // SAFETY: an object of this context, deleted once.
+        unsafe { self.gl.delete_texture(self.texture) };
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // SAFETY: objects of this context and display, deleted once.
+        unsafe {
+            self.gl.delete_framebuffer(self.framebuffer);
+            match self.storage {
+                TargetStorage::Texture(texture) => self.gl.delete_texture(texture),
+                TargetStorage::Dmabuf {
+                    renderbuffer,
+                    image,
+                } => {
+                    self.gl.delete_renderbuffer(renderbuffer);
+                    self.gl.destroy_image(image);
+                }
+            }
+        }
+    }
 }
 
 /// What a composition samples.
@@ -183,8 +242,7 @@ impl Drop for Fence {
 /// EGL display, GLES context and the objects drawn with: one per output
 /// thread, never shared.
 pub struct Renderer {
-    gl: glow::Context,
-    ctx: Context,
+    gl: Rc<Gl>,
     pub device: DeviceInfo,
     pub formats: FormatTable,
     program: Program,
@@ -238,8 +296,7 @@ impl Renderer {
             }
         );
         Ok(Renderer {
-            gl,
-            ctx,
+            gl: Rc::new(Gl { gl, ctx }),
             device: info,
             formats,
             program,
@@ -283,6 +340,7 @@ impl Renderer {
                 0,
             );
             let target = Target {
+                gl: self.gl.clone(),
                 framebuffer,
                 storage: TargetStorage::Texture(texture),
                 width,
@@ -292,21 +350,17 @@ impl Renderer {
         }
     }
 
-    /// Checks the framebuffer bound for `target` (destroying it if
+    /// Checks the framebuffer bound for `target` (which frees itself if
     /// incomplete).
     fn complete(&mut self, target: Target) -> Result<Target, RenderError> {
         // SAFETY: a plain query on the current context.
         let status = unsafe { self.gl.check_framebuffer_status(glow::FRAMEBUFFER) };
         if status != glow::FRAMEBUFFER_COMPLETE {
-            self.destroy_target(target);
             return Err(RenderError::GlObject(format!(
                 "target framebuffer incomplete: {status:#x}"
             )));
         }
-        if let Err(err) = self.check("creating a target") {
-            self.destroy_target(target);
-            return Err(err);
-        }
+        self.check("creating a target")?;
         Ok(target)
     }
 
@@ -324,7 +378,7 @@ impl Renderer {
             )));
         }
         let attributes = image_attributes(desc, &self.formats)?;
-        let image = create_image(&self.ctx, &attributes)?;
+        let image = create_image(&self.gl.ctx, &attributes)?;
         let gl = &self.gl;
         // SAFETY: GL calls on the current context with objects it creates
         // and a live EGLImage of this display.
@@ -332,7 +386,7 @@ impl Renderer {
             let renderbuffer = match gl_object("renderbuffer", gl.create_renderbuffer()) {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = self.ctx.egl.destroy_image(self.ctx.display, image);
+                    gl.destroy_image(image);
                     return Err(e);
                 }
             };
@@ -342,7 +396,7 @@ impl Renderer {
                 Ok(f) => f,
                 Err(e) => {
                     gl.delete_renderbuffer(renderbuffer);
-                    let _ = self.ctx.egl.destroy_image(self.ctx.display, image);
+                    gl.destroy_image(image);
                     return Err(e);
                 }
             };
@@ -354,6 +408,7 @@ impl Renderer {
                 Some(renderbuffer),
             );
             let target = Target {
+                gl: self.gl.clone(),
                 framebuffer,
                 storage: TargetStorage::Dmabuf {
                     renderbuffer,
@@ -363,25 +418,6 @@ impl Renderer {
                 height: desc.height,
             };
             self.complete(target)
-        }
-    }
-
-    pub fn destroy_target(&mut self, target: Target) {
-        // SAFETY: objects of this context and display, deleted once.
-        unsafe {
-            self.gl.delete_framebuffer(target.framebuffer);
-            match target.storage {
-                TargetStorage::Texture(texture) => self.gl.delete_texture(texture),
-                TargetStorage::Dmabuf {
-                    renderbuffer,
-                    image,
-                } => {
-                    self.gl.delete_renderbuffer(renderbuffer);
-                    if let Err(e) = self.ctx.egl.destroy_image(self.ctx.display, image) {
-                        tracing::warn!("eglDestroyImage: {e}");
-                    }
-                }
-            }
         }
     }
 
@@ -426,6 +462,7 @@ impl Renderer {
             texture
         };
         let texture = Texture {
+            gl: self.gl.clone(),
             texture,
             width,
             height,
@@ -515,19 +552,14 @@ impl Renderer {
         self.check("glTexSubImage2D")
     }
 
-    pub fn destroy_texture(&mut self, texture: Texture) {
-        // SAFETY: an object of this context, deleted once.
-        unsafe { self.gl.delete_texture(texture.texture) };
-    }
-
     /// Imports a DMA-BUF as an EGLImage bound to a texture (`GL_TEXTURE_2D`,
     /// or `GL_TEXTURE_EXTERNAL_OES` where the format requires it).
     pub fn import(&mut self, desc: &DmabufDesc<'_>) -> Result<ImportedImage, RenderError> {
         let attributes = image_attributes(desc, &self.formats)?;
-        let image = create_image(&self.ctx, &attributes)?;
+        let image = create_image(&self.gl.ctx, &attributes)?;
         let external = self.formats.external_only(desc.fourcc, desc.modifier);
         if external && self.external_program.is_none() {
-            let _ = self.ctx.egl.destroy_image(self.ctx.display, image);
+            self.gl.destroy_image(image);
             return Err(RenderError::Unsupported(format!(
                 "{:?} imports as external-only, and GL has no GL_OES_EGL_image_external_essl3",
                 desc.fourcc
@@ -542,11 +574,12 @@ impl Renderer {
         let texture = match gl_object("texture", unsafe { self.gl.create_texture() }) {
             Ok(t) => t,
             Err(e) => {
-                let _ = self.ctx.egl.destroy_image(self.ctx.display, image);
+                self.gl.destroy_image(image);
                 return Err(e);
             }
         };
         let imported = ImportedImage {
+            gl: self.gl.clone(),
             image,
             texture,
             target,
@@ -554,10 +587,7 @@ impl Renderer {
             height: desc.height,
             fourcc: desc.fourcc,
         };
-        if let Err(e) = self.rebind(&imported) {
-            self.release_image(imported);
-            return Err(e);
-        }
+        self.rebind(&imported)?;
         Ok(imported)
     }
 
@@ -575,15 +605,6 @@ impl Renderer {
             (self.image_target_texture)(image.target, image.image.as_ptr());
         }
         self.check("glEGLImageTargetTexture2DOES")
-    }
-
-    /// Frees the texture and the EGLImage (the DMA-BUF fds are the caller's).
-    pub fn release_image(&mut self, image: ImportedImage) {
-        // SAFETY: objects of this context and display, freed once.
-        unsafe { self.gl.delete_texture(image.texture) };
-        if let Err(e) = self.ctx.egl.destroy_image(self.ctx.display, image.image) {
-            tracing::warn!("eglDestroyImage: {e}");
-        }
     }
 
     /// Fills the whole target with opaque black.
@@ -677,16 +698,16 @@ impl Renderer {
         // SAFETY: a fence sync on our display with no attributes; flushed
         // by the first wait (SYNC_FLUSH_COMMANDS_BIT).
         let sync = unsafe {
-            self.ctx.egl.create_sync(
-                self.ctx.display,
+            self.gl.ctx.egl.create_sync(
+                self.gl.ctx.display,
                 khr::SYNC_FENCE as khr::Enum,
                 &[khr::ATTRIB_NONE],
             )
         }
         .map_err(egl_err("eglCreateSync(EGL_SYNC_FENCE)"))?;
         Ok(Fence {
-            egl: self.ctx.egl.clone(),
-            display: self.ctx.display,
+            egl: self.gl.ctx.egl.clone(),
+            display: self.gl.ctx.display,
             sync,
         })
     }

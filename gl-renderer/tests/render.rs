@@ -71,8 +71,7 @@ fn uploads_read_back_as_the_capture_crate_decodes_them() {
                 "X bytes are opaque"
             );
         }
-        r.destroy_texture(texture);
-        r.destroy_target(target);
+        drop((texture, target));
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attach::{attach, wait_for_vm, AttachError, AttachOptions};
-use crate::output::display::{Display, DisplaySummary};
+use crate::output::display::{DisplaySummary, OutputThread};
 use crate::output::headless::{run_capture, CaptureOptions, CaptureSummary};
 use crate::source::dbus::DbusSource;
 use crate::state::Shared;
@@ -53,10 +53,10 @@ pub fn run_demo(
 /// given back.
 pub fn run_display_demo(
     shared: Arc<Shared>,
-    mut display: Display,
+    display: OutputThread,
 ) -> Result<DisplaySummary, DemoError> {
-    let stopped = with_demo_vm(&shared, || Ok(display.run(&shared)?))?;
-    Ok(display.finish_run(&shared, stopped))
+    let stopped = with_demo_vm(&shared, || Ok(display.run()?))?;
+    Ok(display.finish(stopped)?)
 }
 
 /// Starts a private bus and the demo QEMU, attaches the D-Bus source, runs

@@ -8,22 +8,61 @@ use dbus_interfaces::{DmabufScanout, Rect, Release};
 
 use crate::source::vdmabuf::VdmabufRelease;
 
+/// When a shown frame's buffer may go: data its source sets, so that an
+/// output never asks where a frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleasePolicy {
+    /// At the flip that shows it (QEMU's `UpdateDMABUF` answer: it paces the
+    /// guest to the display; QEMU keeps the buffer for later updates).
+    AtOwnFlip,
+    /// When the flip that replaced it on screen completed: the producer
+    /// rewrites the buffer once released (vdmabuf), and the plane still
+    /// reads it until then.
+    UntilReplaced,
+}
+
 /// What lets a frame's buffer go: dropping it answers QEMU's `UpdateDMABUF`
 /// or RELEASEs a vdmabuf id. Nothing else releases a frame.
 #[derive(Debug)]
-pub enum FrameRelease {
-    Dbus(Release),
-    Vdmabuf(VdmabufRelease),
+pub struct FrameRelease {
+    token: ReleaseToken,
+    policy: ReleasePolicy,
+}
+
+#[derive(Debug)]
+enum ReleaseToken {
+    Answer(#[allow(dead_code)] Release),
+    Vdmabuf(#[allow(dead_code)] VdmabufRelease),
 }
 
 impl FrameRelease {
+    /// An `UpdateDMABUF` answer, sent when this is dropped.
+    pub fn answer(release: Release, policy: ReleasePolicy) -> FrameRelease {
+        FrameRelease {
+            token: ReleaseToken::Answer(release),
+            policy,
+        }
+    }
+
+    /// A vdmabuf id, RELEASEd when this is dropped; held until replaced.
+    pub fn vdmabuf(release: VdmabufRelease) -> FrameRelease {
+        FrameRelease {
+            token: ReleaseToken::Vdmabuf(release),
+            policy: ReleasePolicy::UntilReplaced,
+        }
+    }
+
+    pub fn policy(&self) -> ReleasePolicy {
+        self.policy
+    }
+
     /// Lets the buffer go now; returns when (CLOCK_MONOTONIC), stamped as
     /// the release is issued: the answer leaves on the listener's thread
     /// (the RELEASE ioctl runs here) right after, and on a busy single CPU
     /// that thread switch would otherwise be counted as the sink's delay.
     pub fn let_go(self) -> Duration {
         let at = monotonic_now();
-        drop(self);
+        drop(self.token);
         at
     }
 }
@@ -90,4 +129,8 @@ pub enum DmabufEvent {
     },
     /// No scanout until the next one.
     Disable,
+    /// The 2D surface is the picture from here on (its pixels are in the
+    /// shared surface; one marker stands for a run of 2D changes). It
+    /// keeps 2D and DMA-BUF events of one console in QEMU's order.
+    Surface,
 }

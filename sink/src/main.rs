@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use dbus_interfaces::ListenerOptions;
 use sink::attach::{attach, list_vms_on_bus, AttachOptions, Control};
-use sink::output::display::{Display, DisplayOptions, PathChoice};
+use sink::output::display::{DisplayOptions, OutputThread, PathChoice};
 use sink::output::gl_capture::GlCapture;
 use sink::output::headless::{run_capture_with, CaptureOptions, CaptureSummary, Stopped};
 use sink::output::kms::ModeSpec;
@@ -427,7 +427,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 no_cursor_plane: args.no_cursor_plane,
             };
             // Light the monitor (and warm up GL) before QEMU waits on us.
-            let mut display = Display::open(options)?;
+            let display = OutputThread::start(options, shared.clone())?;
             let mut attached_once = false;
             let stopped = loop {
                 let running = match start_source(&args.source, &args.attach, &shared) {
@@ -449,7 +449,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     tracing::info!("QEMU is back: attached again");
                 }
                 attached_once = true;
-                let stopped = display.run(&shared)?;
+                let stopped = display.run()?;
                 running.stop(&shared);
                 if stopped != Stopped::Disconnected || !matches!(args.source, Source::Dbus) {
                     break stopped;
@@ -460,7 +460,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!("QEMU went away: the monitor stays black until it is back");
                 display.blank()?;
             };
-            let mut summary = display.finish_run(&shared, stopped);
+            let mut summary = display.finish(stopped)?;
             tracing::info!("{}", summary.line());
             tracing::info!("frame stages:\n{}", summary.stats.table());
             let report = Report {
@@ -480,12 +480,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let duration = seconds(Some(secs), "seconds")?.unwrap_or_default();
             if display {
-                let display = Display::open(DisplayOptions {
-                    device,
-                    capture: Some(out.clone()),
-                    timeout: Some(duration),
-                    ..DisplayOptions::default()
-                })?;
+                let display = OutputThread::start(
+                    DisplayOptions {
+                        device,
+                        capture: Some(out.clone()),
+                        timeout: Some(duration),
+                        ..DisplayOptions::default()
+                    },
+                    shared.clone(),
+                )?;
                 let summary = sink::demo::run_display_demo(shared, display)?;
                 tracing::info!("{}", summary.line());
             } else {

@@ -787,3 +787,98 @@ fn display_drops_a_buffer_it_cannot_show_and_keeps_the_last_good_picture() {
         "one line for the bad layout: {log}"
     );
 }
+
+/// An opaque `width` x `height` picture of one colour, and the same as
+/// QEMU's XRGB8888 bytes (B, G, R, X in memory).
+fn solid(width: u32, height: u32, [r, g, b]: [u8; 3]) -> (capture::RgbaFrame, Vec<u8>) {
+    let n = (width * height) as usize;
+    let rgba = capture::RgbaFrame {
+        width,
+        height,
+        pixels: [r, g, b, 255].repeat(n),
+    };
+    (rgba, [b, g, r, 0].repeat(n))
+}
+
+/// A guest that leaves GL for 2D (`Disable`, then a 2D `Scanout` right
+/// after, while the sink is busy capturing the last GL frame) shows the 2D
+/// picture, not black: one console's events take effect in the order QEMU
+/// sent them.
+#[test]
+#[ignore = "needs the lab"]
+fn display_shows_a_2d_scanout_that_follows_a_disable() {
+    use dbus_interfaces::format::PIXMAN_X8R8G8B8;
+    require_lab();
+    let card = vkms();
+    let mut s = setup(
+        "display-disable-2d",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
+    let gl = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
+    let (want, bytes) = solid(640, 480, [0x20, 0x80, 0xe0]);
+    for round in 0..3 {
+        s.listener
+            .scanout_dmabuf(gl.fd(), BufferDesc::xrgb(640, 480), false)
+            .unwrap();
+        assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+        // Answered at its flip: the sink now captures it (a writeback of
+        // ~100 ms), and both of these arrive meanwhile.
+        let listener = s.listener.listener();
+        listener.disable().unwrap();
+        listener
+            .scanout(
+                640,
+                480,
+                640 * 4,
+                PIXMAN_X8R8G8B8,
+                serde_bytes::Bytes::new(&bytes),
+            )
+            .unwrap();
+        wait_for_picture(
+            &format!("round {round}: the 2D scanout after Disable"),
+            &s.out,
+            &want,
+            Duration::from_secs(20),
+        );
+    }
+    s.sink.stop();
+    drop(s.dir);
+}
+
+/// Stopped (SIGTERM) right after QEMU's last picture, with a flip still in
+/// flight: `--capture` holds that last picture, not the one before.
+#[test]
+#[ignore = "needs the lab"]
+fn display_capture_on_sigterm_holds_the_last_picture_sent() {
+    use dbus_interfaces::format::PIXMAN_X8R8G8B8;
+    require_lab();
+    let card = vkms();
+    let s = setup(
+        "display-last-picture",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
+    let (_, first) = solid(640, 480, [0xff, 0, 0]);
+    let (want, last) = solid(640, 480, [0, 0xff, 0x40]);
+    let listener = s.listener.listener();
+    for bytes in [&first, &last] {
+        listener
+            .scanout(
+                640,
+                480,
+                640 * 4,
+                PIXMAN_X8R8G8B8,
+                serde_bytes::Bytes::new(bytes),
+            )
+            .unwrap();
+    }
+    let log = s.sink.stop();
+    let got = read_png(&s.out).unwrap_or_else(|e| panic!("{e}: {log}"));
+    tests::udmabuf::assert_picture_eq("the capture after SIGTERM", &got, &want);
+    drop(s.dir);
+}

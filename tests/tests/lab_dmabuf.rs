@@ -486,3 +486,55 @@ fn fake_qemu_scaled_to_another_size_matches_a_cpu_reference() {
     }
     sink.stop();
 }
+
+/// A scanout the sink rejects (here: a memfd, no DMA-BUF) ends the old
+/// buffer's turn too: the updates that follow belong to the rejected
+/// scanout, so they are answered unshown and the last good picture stays,
+/// even when the old buffer's memory is rewritten meanwhile.
+#[test]
+#[ignore = "needs the lab"]
+fn fake_qemu_rejected_scanout_keeps_the_last_good_picture() {
+    use std::os::fd::AsFd;
+    require_lab();
+    let dir = TempDir::new("lab-rejected-scanout");
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::on_bus(
+        &bus.address,
+        "fake-rejected",
+        "00000000-0000-4000-8000-00000000f011",
+        (64, 48),
+    )
+    .unwrap();
+    let out = dir.path("rejected.png");
+    let sink = Sink::capture_vm(
+        &out,
+        &bus.address,
+        "fake-rejected",
+        &["--render-device", "software"],
+    );
+    let mut listener = fake.accept_listener(Duration::from_secs(30)).unwrap();
+    let mut good = Udmabuf::new(64, 48, DrmFourcc::Xrgb8888).unwrap();
+    listener
+        .scanout_dmabuf(good.fd(), BufferDesc::xrgb(64, 48), false)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
+    let want = opaque(&good.expected(0));
+    wait_for_picture("the good frame", &out, &want, Duration::from_secs(60));
+
+    let memfd = nix::sys::memfd::memfd_create("not-a-dmabuf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .unwrap();
+    nix::unistd::ftruncate(&memfd, 64 * 48 * 4).unwrap();
+    listener
+        .scanout_dmabuf(memfd.as_fd(), BufferDesc::xrgb(64, 48), false)
+        .unwrap();
+    // The guest reuses the old buffer's memory for something else.
+    good.fill(1).unwrap();
+    for _ in 0..3 {
+        assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
+    }
+    let log = sink.stop();
+    assert!(log.contains("not a DMA-BUF"), "{log}");
+    let got = read_png(&out).unwrap();
+    tests::udmabuf::assert_picture_eq("after a rejected scanout", &got, &want);
+    drop(dir);
+}

@@ -225,8 +225,7 @@ fn software_egl_device_imports_udmabufs_exactly() {
             &opaque(frame.expected(n)),
         );
     }
-    renderer.release_image(image);
-    renderer.destroy_target(target);
+    drop((image, target));
 
     for fourcc in udmabuf::FORMATS {
         let (width, height) = (333, 77);
@@ -238,8 +237,7 @@ fn software_egl_device_imports_udmabufs_exactly() {
             .import(&linear_desc(&buffer))
             .unwrap_or_else(|err| panic!("importing {fourcc:?}: {err:#}"));
         draw_and_read(&mut renderer, &target, &image, &mut got);
-        renderer.release_image(image);
-        renderer.destroy_target(target);
+        drop((image, target));
         assert_picture_eq(
             &format!("gl-renderer {width}x{height} {fourcc:?} stride {stride}"),
             &got,

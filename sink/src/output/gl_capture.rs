@@ -45,6 +45,15 @@ struct Current {
     y0_top: bool,
 }
 
+/// Which picture a batch of events ended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latest {
+    /// A DMA-BUF frame, composed.
+    Composed,
+    /// The 2D surface.
+    Surface,
+}
+
 /// The DMA-BUF side of a headless output.
 pub struct GlCapture {
     device: RenderDevice,
@@ -157,17 +166,19 @@ impl GlCapture {
 
     /// Handles a batch of events in order. Updates that a later update in
     /// the same batch replaces are released at once (newest wins); the last
-    /// one is composed. Returns true when a new picture was composed.
+    /// one is composed. Returns which picture came last: a composed frame,
+    /// or the 2D surface (its marker), or `None` for neither.
     pub fn handle(
         &mut self,
         events: &mut std::collections::VecDeque<DmabufEvent>,
-    ) -> Result<bool, GlCaptureError> {
+    ) -> Result<Option<Latest>, GlCaptureError> {
         let last_update = events
             .iter()
             .rposition(|e| matches!(e, DmabufEvent::Update { .. }));
-        let mut composed = false;
+        let mut latest = None;
         for (i, event) in events.drain(..).enumerate() {
             match event {
+                DmabufEvent::Surface => latest = Some(Latest::Surface),
                 DmabufEvent::Scanout(scanout) => self.scanout(scanout)?,
                 DmabufEvent::Disable => {
                     // QEMU let go of its scanout: so do we, fds and images.
@@ -186,11 +197,13 @@ impl GlCapture {
                         self.finish(record);
                         continue;
                     }
-                    composed |= self.compose(record, release)?;
+                    if self.compose(record, release)? {
+                        latest = Some(Latest::Composed);
+                    }
                 }
             }
         }
-        Ok(composed)
+        Ok(latest)
     }
 
     fn scanout(&mut self, scanout: DmabufScanout) -> Result<(), GlCaptureError> {
@@ -231,8 +244,7 @@ impl GlCapture {
                 let oldest = (0..self.cache.len())
                     .min_by_key(|&i| self.cache[i].last_used)
                     .expect("cache is full");
-                let evicted = self.cache.swap_remove(oldest);
-                self.renderer()?.release_image(evicted.image);
+                self.cache.swap_remove(oldest);
             }
             self.cache.push(CachedImport {
                 key,
@@ -250,19 +262,18 @@ impl GlCapture {
     }
 
     fn free_imports(&mut self) {
-        if let Some(renderer) = self.renderer.as_mut() {
-            for cached in self.cache.drain(..) {
-                renderer.release_image(cached.image);
-            }
-        }
+        self.cache.clear();
     }
 
     fn finish(&mut self, record: FrameRecord) {
         self.log.finish(record);
     }
 
+    /// Updates that follow belong to the rejected buffer: they are answered
+    /// unshown, and the last good picture stays.
     fn reject(&mut self, why: InvalidInput) {
         tracing::warn!("dropping a DMA-BUF scanout from QEMU: {why}");
+        self.current = None;
         self.rejected += 1;
     }
 
@@ -280,9 +291,7 @@ impl GlCapture {
             .as_ref()
             .is_none_or(|t| (t.width, t.height) != (tw, th))
         {
-            if let Some(old) = self.target.take() {
-                renderer.destroy_target(old);
-            }
+            self.target = None;
             self.target = Some(renderer.create_target(tw, th)?);
         }
         let target = self.target.as_ref().expect("just made");
@@ -369,16 +378,5 @@ pub(crate) fn first_draw(renderer: &mut Renderer) -> Result<(), gl_renderer::Ren
         )
         .and_then(|()| renderer.fence())
         .map(|fence| fence.wait(Duration::from_secs(30)));
-    renderer.destroy_texture(texture);
-    renderer.destroy_target(target);
     result.map(drop)
-}
-
-impl Drop for GlCapture {
-    fn drop(&mut self) {
-        self.free_imports();
-        if let (Some(renderer), Some(target)) = (self.renderer.as_mut(), self.target.take()) {
-            renderer.destroy_target(target);
-        }
-    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use capture::{write_png_atomic, CaptureError, RgbaFrame};
 use gl_renderer::RenderDevice;
 
-use crate::output::gl_capture::{GlCapture, GlCaptureError};
+use crate::output::gl_capture::{GlCapture, GlCaptureError, Latest};
 use crate::state::{Shared, StopReason};
 
 #[derive(Debug, Clone)]
@@ -74,6 +74,16 @@ pub enum Stopped {
     Settled,
     Signal(i32),
     Disconnected,
+}
+
+/// Which picture shows after a batch of events that ended on `latest`
+/// (the 2D surface only if it has pixels).
+fn after(showing: Showing, latest: Option<Latest>, have_surface: bool) -> Showing {
+    match latest {
+        Some(Latest::Composed) => Showing::Dmabuf,
+        Some(Latest::Surface) if have_surface => Showing::Surface,
+        _ => showing,
+    }
 }
 
 /// [`run_capture_with`] with a renderer that comes up on the first DMA-BUF.
@@ -213,7 +223,8 @@ pub fn run_capture_with(
         // the render below is a no-op that returns false.)
         let surface_changed = state.generation != seen_generation;
         seen_generation = state.generation;
-        if surface_changed && state.surface.render(&mut frame, options.cursor) {
+        let have_surface = surface_changed && state.surface.render(&mut frame, options.cursor);
+        if have_surface {
             showing = Showing::Surface;
         }
         if options.cursor {
@@ -223,8 +234,8 @@ pub fn run_capture_with(
                 .map(|c| c.to_owned_overlay(&mut cursor_argb));
         }
         drop(state);
-        if !batch.is_empty() && gl.handle(&mut batch)? {
-            showing = Showing::Dmabuf;
+        if !batch.is_empty() {
+            showing = after(showing, gl.handle(&mut batch)?, have_surface);
         }
         let cursor = cursor_at.map(|at| (at, &cursor_argb[..]));
         writer.show(showing, &mut frame, gl, cursor, false)?;
@@ -243,8 +254,8 @@ pub fn run_capture_with(
     let (updates, rejected) = (state.updates, state.rejected);
     gl.log.stats.deadline_answers = state.deadline_answers;
     drop(state);
-    if !batch.is_empty() && gl.handle(&mut batch)? {
-        showing = Showing::Dmabuf;
+    if !batch.is_empty() {
+        showing = after(showing, gl.handle(&mut batch)?, have_surface);
     }
     if have_surface || showing == Showing::Dmabuf {
         let cursor = cursor_at.map(|at| (at, &cursor_argb[..]));

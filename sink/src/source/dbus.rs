@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use dbus_interfaces::{InvalidInput, ListenerEvent, ListenerHandler};
 
-use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
+use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease, ReleasePolicy};
 use crate::state::{Shared, SinkState};
 
 /// Feeds listener messages into the shared state, in order, on the D-Bus
@@ -75,6 +75,16 @@ fn changed_2d(state: &mut SinkState) {
     state.surface_changes += 1;
 }
 
+/// The 2D surface's pixels changed and it is the picture now: marked in
+/// the event queue, in order with the DMA-BUF events (a run of 2D changes
+/// leaves one marker).
+fn shown_2d(state: &mut SinkState) {
+    changed_2d(state);
+    if !matches!(state.dmabuf.back(), Some(DmabufEvent::Surface)) {
+        state.dmabuf.push_back(DmabufEvent::Surface);
+    }
+}
+
 fn cursor_changed(state: &mut SinkState) {
     state.generation += 1;
     state.cursor_changes += 1;
@@ -90,26 +100,26 @@ impl ListenerHandler for DbusSource {
                     let l = pixels.layout;
                     announce(last, shape("by copy", l.width, l.height, l.format.fourcc));
                     state.surface.scanout(&pixels);
-                    changed_2d(state);
+                    shown_2d(state);
                     Ok(())
                 }
                 ListenerEvent::Update { x, y, pixels } => state
                     .surface
                     .update(x, y, &pixels)
-                    .map(|()| changed_2d(state))
+                    .map(|()| shown_2d(state))
                     .map_err(|e| ("Update", e)),
                 ListenerEvent::ScanoutMap(map) => {
                     let l = map.layout;
                     let how = "in shared memory (Unix.Map)";
                     announce(last, shape(how, l.width, l.height, l.format.fourcc));
                     state.surface.scanout_map(map);
-                    changed_2d(state);
+                    shown_2d(state);
                     Ok(())
                 }
                 ListenerEvent::UpdateMap(rect) => state
                     .surface
                     .update_map(rect)
-                    .map(|()| changed_2d(state))
+                    .map(|()| shown_2d(state))
                     .map_err(|e| ("UpdateMap", e)),
                 ListenerEvent::Disable => {
                     state.surface.disable();
@@ -153,7 +163,7 @@ impl ListenerHandler for DbusSource {
                     state.next_frame_id += 1;
                     state.dmabuf.push_back(DmabufEvent::Update {
                         damage,
-                        release: FrameRelease::Dbus(release),
+                        release: FrameRelease::answer(release, ReleasePolicy::AtOwnFlip),
                         record,
                     });
                     changed(state);

@@ -355,7 +355,7 @@ impl VdmabufSource {
             state.dmabuf.push_back(DmabufEvent::Scanout(scanout));
             state.dmabuf.push_back(DmabufEvent::Update {
                 damage: None,
-                release: FrameRelease::Vdmabuf(release),
+                release: FrameRelease::vdmabuf(release),
                 record,
             });
             state.generation += 1;

@@ -20,7 +20,7 @@ use super::pipe::{describe, Pipe};
 use super::plane::Plane;
 
 /// A rectangle in whole pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rect {
     pub x: i32,
     pub y: i32,
@@ -37,6 +37,13 @@ impl Rect {
             width,
             height,
         }
+    }
+}
+
+impl From<Rect> for (u32, u32, u32, u32) {
+    /// As `(x, y, width, height)`, a negative origin clamped to 0.
+    fn from(r: Rect) -> Self {
+        (r.x.max(0) as u32, r.y.max(0) as u32, r.width, r.height)
     }
 }
 
@@ -265,23 +272,42 @@ fn submit(card: &Card, request: Request, flags: AtomicCommitFlags) -> Result<(),
         .map_err(card.err("DRM_IOCTL_MODE_ATOMIC"))
 }
 
-/// Commits on one pipe, tracking the one flip that may be in flight.
+/// A page-flip event read from the card, with what the flip showed when
+/// it was ours (our CRTC's flip in flight).
 #[derive(Debug)]
-pub struct Committer {
+pub struct Flipped<P> {
+    pub event: FlipEvent,
+    pub payload: Option<P>,
+}
+
+/// The NONBLOCK commit in flight: when it was queued and what it shows.
+#[derive(Debug)]
+struct InFlight<P> {
+    since: Instant,
+    payload: P,
+}
+
+/// Commits on one pipe, tracking the one flip that may be in flight and
+/// carrying its payload `P` (what the output put on screen with it, e.g.
+/// the frame it holds): given back by the flip's event or on abandon,
+/// never lost in between.
+#[derive(Debug)]
+pub struct Committer<P = ()> {
     card: Arc<Card>,
     pipe: Pipe,
     /// We have lit the pipe (modeset done).
     active: bool,
-    /// A NONBLOCK commit is in flight since then; its event is due.
-    pending: Option<Instant>,
+    /// A NONBLOCK commit is in flight; its event is due.
+    pending: Option<InFlight<P>>,
     saved: Saved,
 }
 
-impl Committer {
-    /// Takes over `pipe`, remembering what it shows now (for [`restore`]).
+impl<P> Committer<P> {
+    /// Takes over `pipe`, remembering what it shows now (for [`restore`]);
+    /// flips carry a payload of type `P` ([`Committer::new`]: none).
     ///
     /// [`restore`]: Committer::restore
-    pub fn new(card: Arc<Card>, pipe: Pipe) -> Result<Committer, KmsError> {
+    pub fn carrying(card: Arc<Card>, pipe: Pipe) -> Result<Committer<P>, KmsError> {
         let saved = Saved::read(&card, &pipe)?;
         tracing::debug!(
             "{}: {} before us: {saved:?}",
@@ -313,6 +339,8 @@ impl Committer {
     /// Drives `pipe` from now on (the same connector and CRTC after a
     /// hotplug, with the mode picked again); the next commit is a modeset.
     /// What [`Committer::restore`] puts back stays what was there first.
+    /// (A flip still in flight is waited for and its payload dropped:
+    /// settle it first to keep it.)
     pub fn replace_pipe(&mut self, pipe: Pipe) {
         self.settle();
         self.pipe = pipe;
@@ -321,19 +349,37 @@ impl Committer {
 
     /// When the flip in flight was queued.
     pub fn flip_queued_at(&self) -> Option<Instant> {
-        self.pending
+        self.pending.as_ref().map(|f| f.since)
+    }
+
+    /// What the flip in flight shows.
+    pub fn in_flight(&self) -> Option<&P> {
+        self.pending.as_ref().map(|f| &f.payload)
+    }
+
+    /// What the flip in flight shows (to stamp it once queued).
+    pub fn in_flight_mut(&mut self) -> Option<&mut P> {
+        self.pending.as_mut().map(|f| &mut f.payload)
+    }
+
+    /// Forgets the flip in flight without a word and gives its payload
+    /// back: the screen no longer shows what it queued (a restore, another
+    /// mode).
+    pub fn take_flight(&mut self) -> Option<P> {
+        self.pending.take().map(|f| f.payload)
     }
 
     /// Gives up on the flip in flight (its event never came: a stuck
-    /// driver, DPMS off). The next commit may still get EBUSY.
-    pub fn abandon_flip(&mut self) {
-        if let Some(since) = self.pending.take() {
-            tracing::warn!(
-                "{}: no page-flip event {:?} after the commit: giving up on it",
-                self.card.path().display(),
-                since.elapsed()
-            );
-        }
+    /// driver, DPMS off, the card taken away) and gives its payload back.
+    /// The next commit may still get EBUSY.
+    pub fn abandon_flip(&mut self) -> Option<P> {
+        let flight = self.pending.take()?;
+        tracing::warn!(
+            "{}: no page-flip event {:?} after the commit: giving up on it",
+            self.card.path().display(),
+            flight.since.elapsed()
+        );
+        Some(flight.payload)
     }
 
     /// [`KmsError::FlipPending`] while a flip is in flight.
@@ -407,27 +453,27 @@ impl Committer {
         }
     }
 
-    /// Queues `primary` for the next vblank (NONBLOCK, with a page-flip
-    /// event). One flip at a time: read its event before the next.
-    pub fn flip(&mut self, primary: &PlaneConfig<'_>) -> Result<(), KmsError> {
-        let mut req = Request::new();
-        req.plane(&self.pipe.primary, self.pipe.crtc, Some(primary))?;
-        self.flip_request(req)
-    }
-
-    /// Queues `request` as a flip (NONBLOCK, page-flip event).
-    pub fn flip_request(&mut self, request: Request) -> Result<(), KmsError> {
-        self.check_idle()?;
+    /// Queues `request` as a flip (NONBLOCK, page-flip event) showing
+    /// `payload`, which comes back with the flip's event (or on abandon);
+    /// on failure it comes back with the error. One flip at a time.
+    pub fn queue_flip(&mut self, request: Request, payload: P) -> Result<(), (KmsError, P)> {
+        if let Err(err) = self.check_idle() {
+            return Err((err, payload));
+        }
         if !self.active {
-            return Err(self.card.not_found(format!(
+            let err = self.card.not_found(format!(
                 "{} is not lit yet: the first commit is a modeset",
                 self.pipe.name
-            )));
+            ));
+            return Err((err, payload));
         }
         let flags = AtomicCommitFlags::NONBLOCK | AtomicCommitFlags::PAGE_FLIP_EVENT;
         match submit(&self.card, request, flags) {
             Ok(()) => {
-                self.pending = Some(Instant::now());
+                self.pending = Some(InFlight {
+                    since: Instant::now(),
+                    payload,
+                });
                 Ok(())
             }
             Err(err) => {
@@ -437,7 +483,7 @@ impl Committer {
                         self.card.path().display()
                     );
                 }
-                Err(err)
+                Err((err, payload))
             }
         }
     }
@@ -450,8 +496,9 @@ impl Committer {
     }
 
     /// Reads the card's page-flip events, waiting at most `timeout` for
-    /// the first. Our CRTC's event ends the flip in flight.
-    pub fn read_events(&mut self, timeout: Duration) -> Result<Vec<FlipEvent>, KmsError> {
+    /// the first. Our CRTC's event ends the flip in flight and brings its
+    /// payload back.
+    pub fn read_events(&mut self, timeout: Duration) -> Result<Vec<Flipped<P>>, KmsError> {
         if !self.card.wait_readable(timeout)? {
             return Ok(Vec::new());
         }
@@ -463,15 +510,23 @@ impl Committer {
         for event in events {
             match event {
                 Event::PageFlip(e) => {
-                    if e.crtc == self.pipe.crtc {
-                        if let Some(since) = self.pending.take() {
-                            tracing::trace!("flip done {:?} after the commit", since.elapsed());
+                    let payload = match self.pending.take_if(|_| e.crtc == self.pipe.crtc) {
+                        Some(flight) => {
+                            tracing::trace!(
+                                "flip done {:?} after the commit",
+                                flight.since.elapsed()
+                            );
+                            Some(flight.payload)
                         }
-                    }
-                    flips.push(FlipEvent {
-                        crtc: e.crtc,
-                        sequence: e.frame,
-                        time: e.duration,
+                        None => None,
+                    };
+                    flips.push(Flipped {
+                        event: FlipEvent {
+                            crtc: e.crtc,
+                            sequence: e.frame,
+                            time: e.duration,
+                        },
+                        payload,
                     });
                 }
                 Event::Vblank(_) => {}
@@ -489,8 +544,9 @@ impl Committer {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let events = self.read_events(left)?;
-            if let Some(ours) = events.into_iter().find(|e| e.crtc == self.pipe.crtc) {
-                return Ok(ours);
+            let crtc = self.pipe.crtc;
+            if let Some(ours) = events.into_iter().find(|f| f.event.crtc == crtc) {
+                return Ok(ours.event);
             }
             if left.is_zero() {
                 return Err(KmsError::Timeout {
@@ -614,7 +670,30 @@ impl Committer {
     }
 }
 
-impl Drop for Committer {
+impl Committer<()> {
+    /// Takes over `pipe`, remembering what it shows now (for [`restore`]);
+    /// flips carry no payload.
+    ///
+    /// [`restore`]: Committer::restore
+    pub fn new(card: Arc<Card>, pipe: Pipe) -> Result<Committer, KmsError> {
+        Committer::carrying(card, pipe)
+    }
+
+    /// Queues `primary` for the next vblank (NONBLOCK, with a page-flip
+    /// event). One flip at a time: read its event before the next.
+    pub fn flip(&mut self, primary: &PlaneConfig<'_>) -> Result<(), KmsError> {
+        let mut req = Request::new();
+        req.plane(&self.pipe.primary, self.pipe.crtc, Some(primary))?;
+        self.flip_request(req)
+    }
+
+    /// Queues `request` as a flip (NONBLOCK, page-flip event).
+    pub fn flip_request(&mut self, request: Request) -> Result<(), KmsError> {
+        self.queue_flip(request, ()).map_err(|(err, ())| err)
+    }
+}
+
+impl<P> Drop for Committer<P> {
     fn drop(&mut self) {
         if self.active {
             if let Err(err) = self.restore() {

@@ -65,6 +65,13 @@ pub enum KmsError {
 }
 
 impl KmsError {
+    /// Another process took the card (a VT switch, a compositor): the
+    /// kernel refuses our commits with EACCES or EPERM.
+    pub fn is_master_lost(&self) -> bool {
+        matches!(self, KmsError::NotMaster { .. })
+            || matches!(self.errno(), Some(libc::EACCES | libc::EPERM))
+    }
+
     /// The errno of a failed call, if this is one.
     pub fn errno(&self) -> Option<i32> {
         match self {

@@ -22,14 +22,16 @@ pub mod error;
 pub mod framebuffer;
 pub mod pipe;
 pub mod plane;
+pub mod scanout;
 pub mod writeback;
 
-pub use commit::{Committer, FlipEvent, PlaneConfig, Rect, Request, TestOutcome};
+pub use commit::{Committer, FlipEvent, Flipped, PlaneConfig, Rect, Request, TestOutcome};
 pub use device::{find_node, Caps, Card, NodeKind, PropMap};
 pub use error::KmsError;
 pub use framebuffer::{Dmabuf, DmabufPlane, DumbBuffer, Framebuffer, GemHandle};
 pub use pipe::{ModeSpec, Pipe};
 pub use plane::{parse_in_formats, FormatSet, Plane};
+pub use scanout::{ExportedPlane, ScanoutBuffer};
 pub use writeback::Writeback;
 
 #[cfg(test)]

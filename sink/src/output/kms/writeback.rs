@@ -97,9 +97,9 @@ impl Writeback {
 
     /// Captures what `committer`'s CRTC shows (it must be lit and have no
     /// flip in flight), waiting at most `timeout` for the out-fence.
-    pub fn capture(
+    pub fn capture<P>(
         &mut self,
-        committer: &mut Committer,
+        committer: &mut Committer<P>,
         timeout: Duration,
     ) -> Result<RgbaFrame, KmsError> {
         committer.check_idle()?;

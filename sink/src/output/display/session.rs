@@ -1,0 +1,119 @@
+//! The output's session with its monitor: the connector unplugged and
+//! back (polled: vkms and others send no hotplug event for it), DRM master
+//! lost to another process and taken back; each time lit again with the
+//! mode picked afresh.
+
+use super::link::Link;
+use super::{canvases, Display, DisplayError, Next};
+use crate::output::kms::{KmsError, Pipe};
+
+impl Display {
+    /// Looks at the link once a second.
+    pub(super) fn probe_link(&mut self) {
+        match self.link {
+            Link::Lit | Link::Unplugged => self.probe_connector(),
+            Link::MasterLost => self.regain_master(),
+        }
+    }
+
+    /// Another process took the card (a VT switch, a compositor): stop
+    /// committing, keep answering, try to take it back each second.
+    pub(super) fn lost_master(&mut self, err: &KmsError) {
+        if self.link != Link::MasterLost {
+            tracing::warn!(
+                "lost DRM master ({err}): not committing until it is back; frames are answered as they come"
+            );
+        }
+        self.link = Link::MasterLost;
+        // Our flip in flight, if any, is not ours to wait for any more.
+        if let Some(shown) = self.committer.abandon_flip() {
+            self.slots.abandoned(shown);
+            self.capture.dirty = true;
+        }
+    }
+
+    fn regain_master(&mut self) {
+        if drm::Device::acquire_master_lock(&*self.card).is_err() {
+            return;
+        }
+        match self.replug() {
+            Ok(()) => {
+                self.link = Link::Lit;
+                tracing::info!("DRM master is back: lit at {}", self.output_name());
+            }
+            Err(err) => {
+                // Ours again, but dark: the probe finds out what is there.
+                self.link = Link::Unplugged;
+                tracing::warn!("DRM master is back, but lighting the output failed: {err}");
+            }
+        }
+    }
+
+    /// Reads the connector's state; on a change, stops committing
+    /// (unplugged) or lights it again with the mode picked afresh.
+    fn probe_connector(&mut self) {
+        let handle = self.committer.pipe().connector;
+        let state = match drm::control::Device::get_connector(&*self.card, handle, false) {
+            Ok(info) => info.state(),
+            Err(err) => {
+                tracing::debug!("GETCONNECTOR: {err}");
+                return;
+            }
+        };
+        let connected = state == drm::control::connector::State::Connected;
+        let name = self.committer.pipe().name.clone();
+        match (self.link, connected) {
+            (Link::Lit, false) => {
+                tracing::warn!("{name} was unplugged: not committing until it is back");
+                self.settle_flip();
+                self.link = Link::Unplugged;
+            }
+            (Link::Unplugged, true) => match self.replug() {
+                Ok(()) => {
+                    self.link = Link::Lit;
+                    tracing::info!("{name} is back: lit at {}", self.output_name());
+                }
+                Err(err) => tracing::warn!("{name} is back, but lighting it failed: {err}"),
+            },
+            _ => {}
+        }
+    }
+
+    /// The connector is back (or the card): picks its mode again (it may be
+    /// another monitor), reallocates the scanout buffers if the size
+    /// changed, and lights it black; the next frame shows. Nothing changes
+    /// if the new buffers cannot be made.
+    fn replug(&mut self) -> Result<(), DisplayError> {
+        let name = self.committer.pipe().name.clone();
+        let pipe = Pipe::select(&self.card, Some(&name), self.options.mode.as_ref())?;
+        let size = pipe.size();
+        let resized = if self.canvases[0].buffer.size() != size {
+            Some(canvases(
+                &self.card,
+                &mut self.renderer,
+                size,
+                self.fourcc,
+                &pipe.primary,
+            )?)
+        } else {
+            None
+        };
+        self.settle_flip();
+        self.committer.replace_pipe(pipe);
+        // What was on the old mode's screen is gone: let its frames go.
+        let in_flight = self.committer.take_flight();
+        self.slots.let_go(in_flight);
+        // Decisions may have been made while the card was not ours.
+        self.imports.forget_decisions();
+        if let Some(canvases) = resized {
+            self.canvases = canvases;
+            self.capture.resized();
+        }
+        self.light_black()?;
+        // A 2D console shows again at once; a DMA-BUF one with its next frame.
+        if self.surface.frame.width > 0 && self.imports.current.is_none() {
+            self.slots.enqueue(Next::Surface, None);
+        }
+        Ok(())
+    }
+}
