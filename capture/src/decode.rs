@@ -6,18 +6,7 @@ use drm_fourcc::DrmFourcc;
 
 use crate::CaptureError;
 
-/// Bytes per pixel of the formats this crate decodes.
-pub fn bytes_per_pixel(fourcc: DrmFourcc) -> Option<usize> {
-    use DrmFourcc::*;
-    match fourcc {
-        Xrgb8888 | Argb8888 | Xbgr8888 | Abgr8888 | Bgrx8888 | Bgra8888 | Rgbx8888 | Rgba8888 => {
-            Some(4)
-        }
-        Rgb888 | Bgr888 => Some(3),
-        Rgb565 | Bgr565 => Some(2),
-        _ => None,
-    }
-}
+pub use dmabuf::bytes_per_pixel;
 
 /// Where each of R, G, B, A sits in a 4-byte little-endian pixel
 /// (`None` for an X byte).

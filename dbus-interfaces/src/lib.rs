@@ -15,8 +15,8 @@ pub mod qemu_side;
 
 pub use format::PixelFormat;
 pub use listener::{
-    listener_socketpair, serve_listener, Cursor, DmabufPlane, DmabufScanout, ListenerEvent,
-    ListenerHandler, ListenerOptions,
+    listener_socketpair, serve_listener, Cursor, DmabufScanout, ListenerEvent, ListenerHandler,
+    ListenerOptions,
 };
 pub use map::SharedMap;
 pub use release::Release;

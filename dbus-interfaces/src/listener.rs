@@ -11,12 +11,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drm_fourcc::DrmFourcc;
+use dmabuf::{Dmabuf, DrmFourcc, DrmModifier, Plane, Rect};
 use zbus::interface;
 
 use crate::map::SharedMap;
 use crate::release::Release;
-use crate::validate::{check_size, InvalidInput, Layout, Pixels, Rect};
+use crate::validate::{self, check_size, InvalidInput, Layout, Pixels};
 use crate::{LISTENER_PATH, MAP_INTERFACE, SCANOUT_DMABUF2_INTERFACE};
 
 /// The largest cursor image accepted (QEMU's are 64x64 or smaller).
@@ -28,27 +28,14 @@ pub const MAX_CURSOR_DIM: i32 = 1024;
 /// on one emulated CPU while llvmpipe compiles shaders).
 pub const RELEASE_DEADLINE: Duration = Duration::from_millis(800);
 
-/// One plane of a DMA-BUF scanout.
-#[derive(Debug)]
-pub struct DmabufPlane {
-    pub fd: OwnedFd,
-    pub offset: u32,
-    pub stride: u32,
-}
-
 /// A DMA-BUF scanout (`ScanoutDMABUF` or `ScanoutDMABUF2`), with owned fds.
 #[derive(Debug)]
 pub struct DmabufScanout {
-    pub planes: Vec<DmabufPlane>,
-    pub fourcc: DrmFourcc,
-    pub modifier: u64,
-    /// The scanout rectangle within the backing buffer.
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
-    pub backing_width: u32,
-    pub backing_height: u32,
+    /// The whole backing buffer.
+    pub buffer: Dmabuf,
+    /// The scanout rectangle within the backing buffer (non-negative,
+    /// within it: checked here).
+    pub rect: Rect,
     /// True when memory row 0 is the bottom of the image (GL-rendered).
     pub y0_top: bool,
 }
@@ -78,12 +65,12 @@ pub enum ListenerEvent<'a> {
     /// A new surface in shared memory.
     ScanoutMap(SharedMap),
     /// The shared memory changed within this rectangle.
-    UpdateMap(Rect),
+    UpdateMap(validate::Rect),
     ScanoutDmabuf(DmabufScanout),
     /// The guest rewrote the DMA-BUF within `damage` (`None` when the
     /// rectangle was invalid). QEMU holds the guest until `release` is dropped.
     UpdateDmabuf {
-        damage: Option<Rect>,
+        damage: Option<validate::Rect>,
         release: Release,
     },
     /// No scanout until the next `Scanout*`.
@@ -193,7 +180,7 @@ impl Listener {
         pixman_format: u32,
         data: &[u8],
     ) {
-        let event = Rect::from_wire(x, y, w, h).and_then(|rect| {
+        let event = validate::Rect::from_wire(x, y, w, h).and_then(|rect| {
             let layout = Layout::new(rect.width, rect.height, stride, pixman_format)?;
             Ok(ListenerEvent::Update {
                 x: rect.x,
@@ -216,7 +203,7 @@ impl Listener {
         modifier: u64,
         y0_top: bool,
     ) {
-        let plane = DmabufPlane {
+        let plane = Plane {
             fd: dmabuf.into(),
             offset: 0,
             stride,
@@ -235,7 +222,7 @@ impl Listener {
 
     #[zbus(name = "UpdateDMABUF")]
     async fn update_dmabuf(&self, x: i32, y: i32, w: i32, h: i32) {
-        let damage = match Rect::from_wire(x, y, w, h) {
+        let damage = match validate::Rect::from_wire(x, y, w, h) {
             Ok(rect) => Some(rect),
             Err(why) => {
                 // Still handed on (and answered): QEMU holds the guest until then.
@@ -337,7 +324,7 @@ impl MapListener {
     }
 
     async fn update_map(&self, x: i32, y: i32, w: i32, h: i32) {
-        let event = Rect::from_wire(x, y, w, h).map(ListenerEvent::UpdateMap);
+        let event = validate::Rect::from_wire(x, y, w, h).map(ListenerEvent::UpdateMap);
         deliver_or_reject(&self.handler, "UpdateMap", event);
     }
 
@@ -387,7 +374,7 @@ impl ScanoutDmabuf2Listener {
                 .zip(offset)
                 .zip(stride)
                 .take(n)
-                .map(|((fd, offset), stride)| DmabufPlane {
+                .map(|((fd, offset), stride)| Plane {
                     fd: fd.into(),
                     offset,
                     stride,
@@ -417,7 +404,7 @@ impl ScanoutDmabuf2Listener {
 /// buffer-level checks (is it a DMA-BUF, do the planes fit) need the fd and
 /// happen where it is imported.
 fn dmabuf_scanout(
-    planes: Vec<DmabufPlane>,
+    planes: Vec<Plane<OwnedFd>>,
     fourcc: u32,
     modifier: u64,
     (x, y, width, height): (u32, u32, u32, u32),
@@ -435,16 +422,16 @@ fn dmabuf_scanout(
             "scanout ({x},{y}) {width}x{height} outside the {backing_width}x{backing_height} buffer"
         )));
     }
+    // Within the size cap (checked above): the origin fits an i32.
     Ok(DmabufScanout {
-        planes,
-        fourcc: fourcc_code,
-        modifier,
-        x,
-        y,
-        width,
-        height,
-        backing_width,
-        backing_height,
+        buffer: Dmabuf {
+            width: backing_width,
+            height: backing_height,
+            fourcc: fourcc_code,
+            modifier: DrmModifier::from(modifier),
+            planes,
+        },
+        rect: Rect::new(x as i32, y as i32, width, height),
         y0_top,
     })
 }

@@ -51,6 +51,8 @@ pub enum InvalidInput {
     Map(String),
     #[error("DMA-BUF: {0}")]
     Dmabuf(String),
+    #[error("DMA-BUF: {0}")]
+    Buffer(#[from] dmabuf::DmabufError),
     #[error("cursor {width}x{height} is zero or over 512x512, or its data is {len} bytes")]
     BadCursor { width: i32, height: i32, len: usize },
 }

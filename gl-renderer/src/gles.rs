@@ -7,18 +7,19 @@
 //! "Orientation"). Only a bottom-up (`y0_top`) source is flipped.
 
 use std::ffi::c_void;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use capture::RgbaFrame;
-use drm_fourcc::DrmFourcc;
+use dmabuf::{Dmabuf, DrmFourcc, Rect};
 use glow::HasContext;
 use khronos_egl as khr;
 
-use crate::dmabuf::{create_image, image_attributes, DmabufDesc, FormatTable, ImportedImage};
 use crate::egl::{has_extension, proc_address, Context, DeviceInfo, Egl, RenderDevice};
 use crate::format::{ignores_alpha, upload};
+use crate::import::{create_image, image_attributes, FormatTable, ImportedImage};
 use crate::{egl_err, RenderError};
 
 /// `GL_TEXTURE_EXTERNAL_OES`.
@@ -177,8 +178,8 @@ impl Source<'_> {
 /// rows counted from the top of memory).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Composition {
-    pub src: (u32, u32, u32, u32),
-    pub dst: (i32, i32, u32, u32),
+    pub src: Rect,
+    pub dst: Rect,
     /// The source is bottom-up (QEMU's `y0_top`).
     pub flip_y: bool,
     /// Blend by the source's alpha (the cursor); else replace.
@@ -188,24 +189,10 @@ pub struct Composition {
 impl Composition {
     /// The whole `src` rectangle, scaled to fit `target` with its aspect
     /// ratio kept and centred (letterbox or pillarbox).
-    pub fn fit(src: (u32, u32, u32, u32), target: (u32, u32), flip_y: bool) -> Composition {
-        let (_, _, sw, sh) = src;
-        let (tw, th) = target;
-        // Scale = min(tw/sw, th/sh), in integers: compare tw*sh with th*sw.
-        let (w, h) = if u64::from(tw) * u64::from(sh) <= u64::from(th) * u64::from(sw) {
-            (
-                tw,
-                ((u64::from(sh) * u64::from(tw) + u64::from(sw) / 2) / u64::from(sw)) as u32,
-            )
-        } else {
-            (
-                ((u64::from(sw) * u64::from(th) + u64::from(sh) / 2) / u64::from(sh)) as u32,
-                th,
-            )
-        };
+    pub fn fit(src: Rect, target: (u32, u32), flip_y: bool) -> Composition {
         Composition {
             src,
-            dst: (((tw - w) / 2) as i32, ((th - h) / 2) as i32, w, h),
+            dst: src.fit_into(target),
             flip_y,
             blend: false,
         }
@@ -364,20 +351,21 @@ impl Renderer {
         Ok(target)
     }
 
-    /// A target drawn straight into `desc`'s memory (a scanout buffer):
+    /// A target drawn straight into `buffer`'s memory (a scanout buffer):
     /// the DMA-BUF as an EGLImage behind a renderbuffer. After a
     /// [`Fence`] signals, the buffer holds the picture; no copy.
-    pub fn import_target(&mut self, desc: &DmabufDesc<'_>) -> Result<Target, RenderError> {
+    pub fn import_target<F: AsFd>(&mut self, buffer: &Dmabuf<F>) -> Result<Target, RenderError> {
         let storage = self.image_target_renderbuffer.ok_or_else(|| {
             RenderError::Unsupported("glEGLImageTargetRenderbufferStorageOES is missing".into())
         })?;
-        if self.formats.external_only(desc.fourcc, desc.modifier) {
+        let modifier = buffer.explicit_modifier();
+        if self.formats.external_only(buffer.fourcc, modifier) {
             return Err(RenderError::Unsupported(format!(
                 "{:?} imports as external-only: it cannot be drawn into",
-                desc.fourcc
+                buffer.fourcc
             )));
         }
-        let attributes = image_attributes(desc, &self.formats)?;
+        let attributes = image_attributes(buffer, modifier, &self.formats)?;
         let image = create_image(&self.gl.ctx, &attributes)?;
         let gl = &self.gl;
         // SAFETY: GL calls on the current context with objects it creates
@@ -414,8 +402,8 @@ impl Renderer {
                     renderbuffer,
                     image,
                 },
-                width: desc.width,
-                height: desc.height,
+                width: buffer.width,
+                height: buffer.height,
             };
             self.complete(target)
         }
@@ -468,7 +456,7 @@ impl Renderer {
             height,
             fourcc,
         };
-        self.update_texture(&texture, (0, 0, width, height), stride, data)?;
+        self.update_texture(&texture, Rect::of_size((width, height)), stride, data)?;
         Ok(texture)
     }
 
@@ -488,16 +476,15 @@ impl Renderer {
     pub fn update_texture(
         &mut self,
         texture: &Texture,
-        rect: (u32, u32, u32, u32),
+        rect: Rect,
         stride: u32,
         data: &[u8],
     ) -> Result<(), RenderError> {
         let fmt = self.upload_format(texture.fourcc)?;
-        let (x, y, w, h) = rect;
+        let ((x, y), (w, h)) = (rect.origin(), rect.size());
         let row = w as usize * fmt.bytes_per_pixel as usize;
         let needed = (h as usize).saturating_sub(1) * stride as usize + row;
-        if x + w > texture.width
-            || y + h > texture.height
+        if !rect.is_within((texture.width, texture.height))
             || data.len() < needed
             || (stride as usize) < row
         {
@@ -554,15 +541,18 @@ impl Renderer {
 
     /// Imports a DMA-BUF as an EGLImage bound to a texture (`GL_TEXTURE_2D`,
     /// or `GL_TEXTURE_EXTERNAL_OES` where the format requires it).
-    pub fn import(&mut self, desc: &DmabufDesc<'_>) -> Result<ImportedImage, RenderError> {
-        let attributes = image_attributes(desc, &self.formats)?;
+    /// An implicit modifier is passed as such, but for a udmabuf (plain
+    /// memory: linear).
+    pub fn import<F: AsFd>(&mut self, buffer: &Dmabuf<F>) -> Result<ImportedImage, RenderError> {
+        let modifier = buffer.explicit_modifier();
+        let attributes = image_attributes(buffer, modifier, &self.formats)?;
         let image = create_image(&self.gl.ctx, &attributes)?;
-        let external = self.formats.external_only(desc.fourcc, desc.modifier);
+        let external = self.formats.external_only(buffer.fourcc, modifier);
         if external && self.external_program.is_none() {
             self.gl.destroy_image(image);
             return Err(RenderError::Unsupported(format!(
                 "{:?} imports as external-only, and GL has no GL_OES_EGL_image_external_essl3",
-                desc.fourcc
+                buffer.fourcc
             )));
         }
         let target = if external {
@@ -583,9 +573,9 @@ impl Renderer {
             image,
             texture,
             target,
-            width: desc.width,
-            height: desc.height,
-            fourcc: desc.fourcc,
+            width: buffer.width,
+            height: buffer.height,
+            fourcc: buffer.fourcc,
         };
         self.rebind(&imported)?;
         Ok(imported)
@@ -638,7 +628,7 @@ impl Renderer {
             &self.program
         };
         let (sw, sh) = source.size();
-        let (sx, sy, sw_rect, sh_rect) = how.src;
+        let ((sx, sy), (sw_rect, sh_rect)) = (how.src.origin(), how.src.size());
         let (s0, s1) = (sx as f32 / sw as f32, (sx + sw_rect) as f32 / sw as f32);
         let (mut t0, mut t1) = (sy as f32 / sh as f32, (sy + sh_rect) as f32 / sh as f32);
         if how.flip_y {
@@ -646,7 +636,12 @@ impl Renderer {
             (t0, t1) = (1.0 - t0, 1.0 - t1);
         }
         let (tw, th) = (target.width as f32, target.height as f32);
-        let (dx, dy, dw, dh) = how.dst;
+        let Rect {
+            x: dx,
+            y: dy,
+            width: dw,
+            height: dh,
+        } = how.dst;
         let clip = |v: f32, size: f32| 2.0 * v / size - 1.0;
         let gl = &self.gl;
         // SAFETY: GL calls on the current context with its own objects.
@@ -816,16 +811,17 @@ mod tests {
     #[test]
     fn fit_letterboxes_and_pillarboxes() {
         // 4:3 into 16:9: pillarbox.
-        let c = Composition::fit((0, 0, 640, 480), (1920, 1080), false);
-        assert_eq!(c.dst, (240, 0, 1440, 1080));
+        let c = Composition::fit(Rect::of_size((640, 480)), (1920, 1080), false);
+        assert_eq!(c.dst, Rect::new(240, 0, 1440, 1080));
         // 16:9 into 4:3: letterbox.
-        let c = Composition::fit((0, 0, 1920, 1080), (1024, 768), false);
-        assert_eq!(c.dst, (0, 96, 1024, 576));
+        let c = Composition::fit(Rect::of_size((1920, 1080)), (1024, 768), false);
+        assert_eq!(c.dst, Rect::new(0, 96, 1024, 576));
         // Same size: 1:1.
-        let c = Composition::fit((10, 20, 720, 400), (720, 400), true);
+        let src = Rect::new(10, 20, 720, 400);
+        let c = Composition::fit(src, (720, 400), true);
         assert_eq!(
             (c.src, c.dst, c.flip_y),
-            ((10, 20, 720, 400), (0, 0, 720, 400), true)
+            (src, Rect::of_size((720, 400)), true)
         );
     }
 }

@@ -6,14 +6,15 @@
 //! One [`Renderer`] lives on one thread (the output's owner thread); its GL
 //! context is current there and nowhere else.
 
-mod dmabuf;
 mod egl;
 mod format;
 mod gles;
+mod import;
 
-pub use dmabuf::{DmabufDesc, DmabufPlane, FormatTable, ImportedImage, MOD_INVALID};
+pub use dmabuf::{Dmabuf, DrmModifier, Plane, Rect};
 pub use egl::{DeviceInfo, RenderDevice};
 pub use gles::{Composition, Fence, Renderer, Source, Target, Texture};
+pub use import::{FormatTable, ImportedImage};
 
 /// What went wrong, naming the EGL or GL call.
 #[derive(Debug, thiserror::Error)]

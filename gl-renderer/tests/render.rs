@@ -5,7 +5,7 @@
 
 use capture::{decode_row, RgbaFrame};
 use drm_fourcc::DrmFourcc;
-use gl_renderer::{Composition, RenderDevice, Renderer, Source};
+use gl_renderer::{Composition, Rect, RenderDevice, Renderer, Source};
 
 fn renderer() -> Renderer {
     Renderer::new(&RenderDevice::Software).expect("Mesa's software EGL device")
@@ -59,7 +59,7 @@ fn uploads_read_back_as_the_capture_crate_decodes_them() {
         let texture = r.upload(fourcc, w, h, w * bpp, &data).unwrap();
         let target = r.create_target(w, h).unwrap();
         r.clear(&target);
-        let how = Composition::fit((0, 0, w, h), (w, h), false);
+        let how = Composition::fit(Rect::new(0, 0, w, h), (w, h), false);
         r.draw(&target, Source::Texture(&texture), &how).unwrap();
         let mut got = RgbaFrame::default();
         r.read(&target, &mut got).unwrap();
@@ -87,10 +87,10 @@ fn padded_strides_and_partial_updates() {
         }
     }
     let texture = r.upload(DrmFourcc::Xbgr8888, w, h, stride, &data).unwrap();
-    r.update_texture(&texture, (1, 1, 1, 1), 4, &[1, 2, 3, 0])
+    r.update_texture(&texture, Rect::new(1, 1, 1, 1), 4, &[1, 2, 3, 0])
         .unwrap();
     assert!(
-        r.update_texture(&texture, (2, 1, 2, 1), 8, &[0; 8])
+        r.update_texture(&texture, Rect::new(2, 1, 2, 1), 8, &[0; 8])
             .is_err(),
         "outside the texture"
     );
@@ -98,7 +98,7 @@ fn padded_strides_and_partial_updates() {
     r.draw(
         &target,
         Source::Texture(&texture),
-        &Composition::fit((0, 0, w, h), (w, h), false),
+        &Composition::fit(Rect::new(0, 0, w, h), (w, h), false),
     )
     .unwrap();
     let mut got = RgbaFrame::default();
@@ -119,8 +119,8 @@ fn letterbox_flip_sub_rectangle_and_blend() {
 
     // Pillarboxed 2x: black bars two pixels wide on each side.
     r.clear(&target);
-    let how = Composition::fit((0, 0, 2, 2), (8, 4), false);
-    assert_eq!(how.dst, (2, 0, 4, 4));
+    let how = Composition::fit(Rect::new(0, 0, 2, 2), (8, 4), false);
+    assert_eq!(how.dst, Rect::new(2, 0, 4, 4));
     r.draw(&target, Source::Texture(&texture), &how).unwrap();
     r.read(&target, &mut got).unwrap();
     assert_eq!(px(&got, 0, 0), [0, 0, 0, 255]);
@@ -133,7 +133,7 @@ fn letterbox_flip_sub_rectangle_and_blend() {
     r.draw(
         &target,
         Source::Texture(&texture),
-        &Composition::fit((0, 0, 2, 2), (8, 4), true),
+        &Composition::fit(Rect::new(0, 0, 2, 2), (8, 4), true),
     )
     .unwrap();
     r.read(&target, &mut got).unwrap();
@@ -143,8 +143,8 @@ fn letterbox_flip_sub_rectangle_and_blend() {
     // A sub-rectangle (the bottom row only, as ScanoutDMABUF2's y) at 1:1.
     r.clear(&target);
     let how = Composition {
-        src: (0, 1, 2, 1),
-        dst: (0, 0, 2, 1),
+        src: Rect::new(0, 1, 2, 1),
+        dst: Rect::new(0, 0, 2, 1),
         flip_y: false,
         blend: false,
     };
@@ -158,8 +158,8 @@ fn letterbox_flip_sub_rectangle_and_blend() {
         .upload(DrmFourcc::Argb8888, 1, 1, 4, &[255, 255, 255, 128])
         .unwrap();
     let how = Composition {
-        src: (0, 0, 1, 1),
-        dst: (0, 0, 1, 1),
+        src: Rect::new(0, 0, 1, 1),
+        dst: Rect::new(0, 0, 1, 1),
         flip_y: false,
         blend: true,
     };

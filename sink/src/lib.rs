@@ -3,7 +3,6 @@
 
 pub mod attach;
 pub mod demo;
-pub mod dmabuf;
 pub mod frame;
 pub mod latency;
 pub mod output;

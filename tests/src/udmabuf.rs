@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use capture::RgbaFrame;
 use drm_fourcc::DrmFourcc;
+use gl_renderer::{Dmabuf, DrmModifier, Plane};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
@@ -207,6 +208,22 @@ impl Udmabuf {
 
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// The buffer as a producer describes it, with `modifier`.
+    pub fn describe(&self, modifier: DrmModifier) -> Dmabuf<BorrowedFd<'_>> {
+        let layout = self.layout;
+        Dmabuf {
+            width: layout.width,
+            height: layout.height,
+            fourcc: layout.fourcc,
+            modifier,
+            planes: vec![Plane {
+                fd: self.fd(),
+                offset: layout.offset,
+                stride: layout.stride,
+            }],
+        }
     }
 
     pub fn width(&self) -> u32 {

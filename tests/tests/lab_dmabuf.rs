@@ -521,8 +521,9 @@ fn fake_qemu_rejected_scanout_keeps_the_last_good_picture() {
     let want = opaque(&good.expected(0));
     wait_for_picture("the good frame", &out, &want, Duration::from_secs(60));
 
-    let memfd = nix::sys::memfd::memfd_create("not-a-dmabuf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .unwrap();
+    let memfd =
+        nix::sys::memfd::memfd_create("not-a-dmabuf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .unwrap();
     nix::unistd::ftruncate(&memfd, 64 * 48 * 4).unwrap();
     listener
         .scanout_dmabuf(memfd.as_fd(), BufferDesc::xrgb(64, 48), false)

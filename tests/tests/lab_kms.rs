@@ -16,7 +16,7 @@ use drm::control::{Device as _, PlaneType};
 use nix::errno::Errno;
 use sink::frame::monotonic_now;
 use sink::output::kms::{
-    self, Card, Committer, Dmabuf, DumbBuffer, Framebuffer, GemHandle, KmsError, ModeSpec, Pipe,
+    self, Card, Committer, DumbBuffer, Framebuffer, GemHandle, KmsError, ModeSpec, Pipe,
     PlaneConfig, Rect, Request, TestOutcome, Writeback,
 };
 use tests::dmabuf::{self, Layout};
@@ -34,24 +34,8 @@ fn vkms() -> (Arc<Card>, Pipe) {
     (card, pipe)
 }
 
-/// A udmabuf's one plane, as a producer would describe it.
-fn describe(buffer: &Udmabuf, modifier: DrmModifier) -> Dmabuf<'_> {
-    let layout = buffer.layout();
-    Dmabuf {
-        width: layout.width,
-        height: layout.height,
-        fourcc: layout.fourcc,
-        modifier,
-        planes: vec![kms::DmabufPlane {
-            fd: buffer.fd(),
-            offset: layout.offset,
-            stride: layout.stride,
-        }],
-    }
-}
-
 fn import(card: &Arc<Card>, buffer: &Udmabuf) -> Framebuffer {
-    Framebuffer::import(card, &describe(buffer, DrmModifier::Linear))
+    Framebuffer::import(card, &buffer.describe(DrmModifier::Linear))
         .expect("importing a udmabuf as a framebuffer")
 }
 
@@ -179,7 +163,7 @@ fn kms_vkms_pipe_formats_and_test_only() {
     // XB24 (what QEMU's gl=on exports): no vkms plane takes it, so the
     // kernel refuses the framebuffer itself.
     let xb24 = Udmabuf::new(width, height, DrmFourcc::Xbgr8888).expect("an XB24 udmabuf");
-    let err = Framebuffer::import(&card, &describe(&xb24, DrmModifier::Linear)).unwrap_err();
+    let err = Framebuffer::import(&card, &xb24.describe(DrmModifier::Linear)).unwrap_err();
     assert!(
         matches!(
             err,
@@ -271,7 +255,7 @@ fn kms_vkms_flips_udmabufs_with_monotonic_events() {
     a.fill(0).expect("frame 0");
     b.fill(1).expect("frame 1");
     let fb_a = import(&card, &a);
-    let fb_b = Framebuffer::import(&card, &describe(&b, DrmModifier::Invalid))
+    let fb_b = Framebuffer::import(&card, &b.describe(DrmModifier::Invalid))
         .expect("an implicit-modifier import (plain AddFB2)");
     let mut output = Committer::new(card.clone(), pipe.clone()).expect("taking over the pipe");
 
@@ -374,7 +358,7 @@ fn kms_one_dmabuf_twice_shares_its_gem_handle() {
     let dup = x.try_clone_fd().expect("dup");
 
     let first = import(&card, &x);
-    let mut again = describe(&x, DrmModifier::Linear);
+    let mut again = x.describe(DrmModifier::Linear);
     again.planes[0].fd = dup.as_fd();
     let second = Framebuffer::import(&card, &again).expect("the second import");
     let handle = first.gem_handles()[0];

@@ -18,12 +18,10 @@ use dbus_interfaces::{
 };
 use drm::buffer::DrmModifier;
 use drm_fourcc::DrmFourcc;
-use gl_renderer::{
-    Composition, DmabufDesc, DmabufPlane, ImportedImage, RenderDevice, Renderer, Source, Target,
-};
+use gl_renderer::{Composition, ImportedImage, Rect, RenderDevice, Renderer, Source, Target};
 use serde_json::json;
-use sink::output::kms::{self, Card, Committer, Dmabuf, Framebuffer, Pipe, PlaneConfig, Writeback};
 use sink::output::kms::{find_node, NodeKind};
+use sink::output::kms::{Card, Committer, Framebuffer, Pipe, PlaneConfig, Writeback};
 use sink::qmp::Qmp;
 use tests::dmabuf::{self, Layout};
 use tests::lab::{self, require_lab, GlQemu};
@@ -68,23 +66,8 @@ fn vkms_scans_out_flips_and_writes_back_udmabufs() {
     let mut back = Udmabuf::new(width, height, fourcc).expect("udmabuf B");
     front.fill(0).expect("frame 0");
     back.fill(1).expect("frame 1");
-    let import = |buffer: &Udmabuf, modifier| {
-        let layout = buffer.layout();
-        Framebuffer::import(
-            &card,
-            &Dmabuf {
-                width: layout.width,
-                height: layout.height,
-                fourcc: layout.fourcc,
-                modifier,
-                planes: vec![kms::DmabufPlane {
-                    fd: buffer.fd(),
-                    offset: layout.offset,
-                    stride: layout.stride,
-                }],
-            },
-        )
-    };
+    let import =
+        |buffer: &Udmabuf, modifier| Framebuffer::import(&card, &buffer.describe(modifier));
     // Both AddFB2 forms: with an explicit LINEAR modifier and without one.
     let fb_front =
         import(&front, DrmModifier::Linear).expect("importing udmabuf A as a framebuffer (LINEAR)");
@@ -206,7 +189,7 @@ fn software_egl_device_imports_udmabufs_exactly() {
     let (width, height) = (frame.width(), frame.height());
     let target = renderer.create_target(width, height).expect("target");
     let image = renderer
-        .import(&linear_desc(&frame))
+        .import(&frame.describe(DrmModifier::Linear))
         .expect("importing the 1024x768 XR24 udmabuf");
     for n in 0..2 {
         frame.fill(n).expect("filling");
@@ -234,7 +217,7 @@ fn software_egl_device_imports_udmabufs_exactly() {
         buffer.fill(5).expect("filling");
         let target = renderer.create_target(width, height).expect("target");
         let image = renderer
-            .import(&linear_desc(&buffer))
+            .import(&buffer.describe(DrmModifier::Linear))
             .unwrap_or_else(|err| panic!("importing {fourcc:?}: {err:#}"));
         draw_and_read(&mut renderer, &target, &image, &mut got);
         drop((image, target));
@@ -243,22 +226,6 @@ fn software_egl_device_imports_udmabufs_exactly() {
             &got,
             &opaque(buffer.expected(5)),
         );
-    }
-}
-
-/// `buffer`'s one plane, with an explicit LINEAR modifier.
-fn linear_desc(buffer: &Udmabuf) -> DmabufDesc<'_> {
-    let layout = buffer.layout();
-    DmabufDesc {
-        width: layout.width,
-        height: layout.height,
-        fourcc: layout.fourcc,
-        modifier: Some(u64::from(DrmModifier::Linear)),
-        planes: vec![DmabufPlane {
-            fd: buffer.fd(),
-            offset: layout.offset,
-            stride: layout.stride,
-        }],
     }
 }
 
@@ -277,7 +244,7 @@ fn draw_and_read(
         .draw(
             target,
             Source::Image(image),
-            &Composition::fit((0, 0, size.0, size.1), size, false),
+            &Composition::fit(Rect::new(0, 0, size.0, size.1), size, false),
         )
         .unwrap_or_else(|err| panic!("drawing {:?}: {err:#}", image.fourcc));
     renderer
@@ -332,11 +299,11 @@ fn wait_for_scanout(
             Seen::Scanout(scanout) => {
                 eprintln!(
                     "ScanoutDMABUF {}x{} stride {} {:?} modifier {:#x} y0_top {}",
-                    scanout.width,
-                    scanout.height,
-                    scanout.planes[0].stride,
-                    scanout.fourcc,
-                    scanout.modifier,
+                    scanout.rect.width,
+                    scanout.rect.height,
+                    scanout.buffer.planes[0].stride,
+                    scanout.buffer.fourcc,
+                    u64::from(scanout.buffer.modifier),
                     scanout.y0_top
                 );
                 if done(&scanout) {
@@ -390,8 +357,8 @@ fn nested_qemu_gl_sends_udmabuf_scanouts() {
         "first ScanoutDMABUF {:?} after RegisterListener",
         registered.elapsed()
     );
-    let plane = &first.planes[0];
-    assert_eq!(first.planes.len(), 1);
+    let plane = &first.buffer.planes[0];
+    assert_eq!(first.buffer.planes.len(), 1);
     assert_eq!(
         dmabuf::exporter(plane.fd.as_fd())
             .expect("fdinfo")
@@ -400,18 +367,18 @@ fn nested_qemu_gl_sends_udmabuf_scanouts() {
         "QEMU's buffer comes from udmabuf (llvmpipe's export)"
     );
     assert!(
-        [(640, 480), (720, 400)].contains(&(first.width, first.height)),
+        [(640, 480), (720, 400)].contains(&(first.rect.width, first.rect.height)),
         "a VGA size, not {}x{}",
-        first.width,
-        first.height
+        first.rect.width,
+        first.rect.height
     );
     assert_eq!(
-        first.fourcc,
+        first.buffer.fourcc,
         DrmFourcc::Xbgr8888,
         "QEMU 10 on llvmpipe exports XB24"
     );
-    assert_eq!(first.modifier, u64::from(DrmModifier::Linear));
-    assert!(plane.stride >= first.width * 4);
+    assert_eq!(first.buffer.modifier, DrmModifier::Linear);
+    assert!(plane.stride >= first.rect.width * 4);
 
     // UpdateDMABUFs keep coming while each is answered. Count over a whole
     // window without a new scanout (the 640x480 → 720x400 switch restarts it).
@@ -433,9 +400,9 @@ fn nested_qemu_gl_sends_udmabuf_scanouts() {
     // The pixels: wait for SeaBIOS's text screen, let it print its last line
     // ("No bootable device"), freeze it (pause, VGA cursor off), and compare
     // the DMA-BUF with QEMU's screendump.
-    if (latest.width, latest.height) != (720, 400) {
+    if (latest.rect.width, latest.rect.height) != (720, 400) {
         latest = wait_for_scanout(&events, Duration::from_secs(60), &mut updates, |s| {
-            (s.width, s.height) == (720, 400)
+            s.rect.size() == (720, 400)
         })
         .expect("the 720x400 text screen");
     }
@@ -457,14 +424,14 @@ fn nested_qemu_gl_sends_udmabuf_scanouts() {
     .expect("QMP screendump");
     let truth = read_png(&png).expect("reading the screendump");
     let layout = Layout {
-        width: latest.width,
-        height: latest.height,
-        stride: latest.planes[0].stride,
-        offset: latest.planes[0].offset,
-        fourcc: latest.fourcc,
+        width: latest.rect.width,
+        height: latest.rect.height,
+        stride: latest.buffer.planes[0].stride,
+        offset: latest.buffer.planes[0].offset,
+        fourcc: latest.buffer.fourcc,
     };
-    let picture =
-        dmabuf::read_picture(latest.planes[0].fd.as_fd(), layout).expect("mapping the DMA-BUF");
+    let picture = dmabuf::read_picture(latest.buffer.planes[0].fd.as_fd(), layout)
+        .expect("mapping the DMA-BUF");
     let mut flipped = picture.clone();
     let row = picture.width as usize * 4;
     for (dst, src) in flipped

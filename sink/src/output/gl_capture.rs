@@ -3,16 +3,13 @@
 //! software device), released when the GPU's fence says it is done reading,
 //! and read back for the PNG.
 
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use capture::RgbaFrame;
 use dbus_interfaces::{DmabufScanout, InvalidInput};
-use gl_renderer::{
-    Composition, DmabufDesc, DmabufPlane, ImportedImage, RenderDevice, Renderer, Source, Target,
-};
+use dmabuf::{BufferKey, Rect};
+use gl_renderer::{Composition, ImportedImage, RenderDevice, Renderer, Source, Target};
 
-use crate::dmabuf::{check_scanout, exporter, BufferKey, MOD_INVALID, MOD_LINEAR};
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
 use crate::latency::FrameLog;
 
@@ -41,7 +38,7 @@ struct CachedImport {
 #[derive(Debug, Clone, Copy)]
 struct Current {
     key: BufferKey,
-    rect: (u32, u32, u32, u32),
+    rect: Rect,
     y0_top: bool,
 }
 
@@ -125,10 +122,20 @@ impl GlCapture {
         let Some(current) = self.current else {
             return (x, y);
         };
-        let (sx, sy, sw, sh) = current.rect;
+        let Rect {
+            x: sx,
+            y: sy,
+            width: sw,
+            height: sh,
+        } = current.rect;
         let target = self.size.unwrap_or((sw, sh));
         let how = Composition::fit(current.rect, target, current.y0_top);
-        let (dx, dy, dw, dh) = how.dst;
+        let Rect {
+            x: dx,
+            y: dy,
+            width: dw,
+            height: dh,
+        } = how.dst;
         (
             i64::from(dx) + (x - i64::from(sx)) * i64::from(dw) / i64::from(sw),
             i64::from(dy) + (y - i64::from(sy)) * i64::from(dh) / i64::from(sh),
@@ -207,14 +214,14 @@ impl GlCapture {
     }
 
     fn scanout(&mut self, scanout: DmabufScanout) -> Result<(), GlCaptureError> {
-        let key = match check_scanout(&scanout) {
+        let key = match scanout.buffer.check() {
             Ok(key) => key,
             Err(why) => {
-                self.reject(why);
+                self.reject(why.into());
                 return Ok(());
             }
         };
-        let rect = (scanout.x, scanout.y, scanout.width, scanout.height);
+        let rect = scanout.rect;
         let y0_top = scanout.y0_top;
         self.uses += 1;
         let uses = self.uses;
@@ -236,9 +243,9 @@ impl GlCapture {
             tracing::info!(
                 "imported DMA-BUF inode {}: {}x{} {:?}",
                 key.ino,
-                scanout.backing_width,
-                scanout.backing_height,
-                scanout.fourcc
+                scanout.buffer.width,
+                scanout.buffer.height,
+                scanout.buffer.fourcc
             );
             if self.cache.len() >= CACHE_SIZE {
                 let oldest = (0..self.cache.len())
@@ -258,7 +265,7 @@ impl GlCapture {
     }
 
     fn import(&mut self, scanout: &DmabufScanout) -> Result<ImportedImage, GlCaptureError> {
-        Ok(import_scanout(self.renderer()?, scanout)?)
+        Ok(self.renderer()?.import(&scanout.buffer)?)
     }
 
     fn free_imports(&mut self) {
@@ -283,7 +290,7 @@ impl GlCapture {
         release: FrameRelease,
     ) -> Result<bool, GlCaptureError> {
         let current = self.current.expect("checked by the caller");
-        let (_, _, w, h) = current.rect;
+        let (w, h) = current.rect.size();
         let (tw, th) = self.size.unwrap_or((w, h));
         let renderer = self.renderer.as_mut().expect("a scanout created it");
         if self
@@ -323,48 +330,6 @@ impl GlCapture {
     }
 }
 
-/// Imports a guest scanout into `renderer` as an EGLImage, with its
-/// modifier checked against what the display imports.
-pub(crate) fn import_scanout(
-    renderer: &mut Renderer,
-    scanout: &DmabufScanout,
-) -> Result<ImportedImage, gl_renderer::RenderError> {
-    // QEMU's udmabuf exports say "implicit" (INVALID) but are plain
-    // guest RAM: linear. Anything else implicit is imported as such.
-    let modifier = match scanout.modifier {
-        MOD_INVALID if exporter(scanout.planes[0].fd.as_fd()).as_deref() == Some("udmabuf") => {
-            Some(MOD_LINEAR)
-        }
-        MOD_INVALID => None,
-        m => Some(m),
-    };
-    if let Some(m) = modifier {
-        let listed = renderer.formats.modifiers(scanout.fourcc);
-        if renderer.formats.modifiers_supported && !listed.iter().any(|&(x, _)| x == m) {
-            return Err(gl_renderer::RenderError::Dmabuf(format!(
-                "modifier {m:#x} is not importable for {:?}",
-                scanout.fourcc
-            )));
-        }
-    }
-    let desc = DmabufDesc {
-        width: scanout.backing_width,
-        height: scanout.backing_height,
-        fourcc: scanout.fourcc,
-        modifier,
-        planes: scanout
-            .planes
-            .iter()
-            .map(|p| DmabufPlane {
-                fd: p.fd.as_fd(),
-                offset: p.offset,
-                stride: p.stride,
-            })
-            .collect(),
-    };
-    renderer.import(&desc)
-}
-
 /// Draws once, so that shader compilation (seconds for llvmpipe under
 /// emulation) happens before the first guest frame waits on it.
 pub(crate) fn first_draw(renderer: &mut Renderer) -> Result<(), gl_renderer::RenderError> {
@@ -374,7 +339,7 @@ pub(crate) fn first_draw(renderer: &mut Renderer) -> Result<(), gl_renderer::Ren
         .draw(
             &target,
             Source::Texture(&texture),
-            &Composition::fit((0, 0, 2, 2), (4, 4), false),
+            &Composition::fit(Rect::of_size((2, 2)), (4, 4), false),
         )
         .and_then(|()| renderer.fence())
         .map(|fence| fence.wait(Duration::from_secs(30)));

@@ -138,7 +138,7 @@ impl ListenerHandler for DbusSource {
                     Ok(())
                 }
                 ListenerEvent::ScanoutDmabuf(scanout) => {
-                    let how = if scanout.planes.len() == 1 {
+                    let how = if scanout.buffer.planes.len() == 1 {
                         "as a DMA-BUF"
                     } else {
                         "as a multi-plane DMA-BUF"
@@ -146,8 +146,13 @@ impl ListenerHandler for DbusSource {
                     announce(
                         last,
                         ScanoutShape {
-                            modifier: scanout.modifier,
-                            ..shape(how, scanout.width, scanout.height, scanout.fourcc)
+                            modifier: u64::from(scanout.buffer.modifier),
+                            ..shape(
+                                how,
+                                scanout.rect.width,
+                                scanout.rect.height,
+                                scanout.buffer.fourcc,
+                            )
                         },
                     );
                     state.dmabuf.push_back(DmabufEvent::Scanout(scanout));

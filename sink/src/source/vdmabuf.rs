@@ -14,10 +14,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use dbus_interfaces::validate::check_size;
-use dbus_interfaces::{DmabufPlane, DmabufScanout, InvalidInput};
+use dbus_interfaces::{DmabufScanout, InvalidInput};
+use dmabuf::{Dmabuf, DrmModifier, Plane, Rect};
 use drm_fourcc::DrmFourcc;
 
-use crate::dmabuf::dmabuf_size;
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
 use crate::state::Shared;
 
@@ -180,38 +180,24 @@ fn scanout(blob: Blob, fd: OwnedFd) -> Result<DmabufScanout, InvalidInput> {
     check_size(blob.width, blob.height)?;
     let fourcc =
         DrmFourcc::try_from(blob.fourcc).map_err(|_| InvalidInput::UnknownFormat(blob.fourcc))?;
-    let bpp =
-        capture::bytes_per_pixel(fourcc).ok_or(InvalidInput::UnknownFormat(blob.fourcc))? as u64;
-    let row = u64::from(blob.width) * bpp;
-    if u64::from(blob.stride) < row {
-        return Err(InvalidInput::StrideTooSmall {
-            stride: blob.stride,
-            width: blob.width,
-            bytes_per_pixel: bpp as u32,
-        });
+    if dmabuf::bytes_per_pixel(fourcc).is_none() {
+        return Err(InvalidInput::UnknownFormat(blob.fourcc));
     }
-    let needed = u64::from(blob.stride) * u64::from(blob.height - 1) + row;
-    let size = dmabuf_size(fd.as_fd())?;
-    if needed > size {
-        return Err(InvalidInput::Dmabuf(format!(
-            "{}x{} at stride {} needs {needed} bytes, the buffer has {size}",
-            blob.width, blob.height, blob.stride
-        )));
-    }
-    Ok(DmabufScanout {
-        planes: vec![DmabufPlane {
+    let buffer = Dmabuf {
+        width: blob.width,
+        height: blob.height,
+        fourcc,
+        modifier: DrmModifier::from(blob.modifier),
+        planes: vec![Plane {
             fd,
             offset: 0,
             stride: blob.stride,
         }],
-        fourcc,
-        modifier: blob.modifier,
-        x: 0,
-        y: 0,
-        width: blob.width,
-        height: blob.height,
-        backing_width: blob.width,
-        backing_height: blob.height,
+    };
+    buffer.check()?;
+    Ok(DmabufScanout {
+        rect: Rect::of_size((blob.width, blob.height)),
+        buffer,
         y0_top: false,
     })
 }
@@ -367,6 +353,7 @@ impl VdmabufSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dmabuf::DmabufError;
 
     fn event(id: u64, size: i32, private: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -450,12 +437,12 @@ mod tests {
         ));
         assert!(matches!(
             scanout(bad_stride, memfd()),
-            Err(InvalidInput::StrideTooSmall { .. })
+            Err(InvalidInput::Buffer(DmabufError::StrideTooSmall { .. }))
         ));
         // A memfd is not a DMA-BUF: the size check refuses it.
         assert!(matches!(
             scanout(good, memfd()),
-            Err(InvalidInput::Dmabuf(_))
+            Err(InvalidInput::Buffer(DmabufError::NotDmabuf))
         ));
     }
 }

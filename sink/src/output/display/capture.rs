@@ -102,7 +102,7 @@ impl Display {
         let image = import.image(&mut self.renderer)?;
         self.renderer.rebind(image)?;
         self.renderer.clear(target);
-        let how = Composition::fit(current.layout.rect.into(), mode, false);
+        let how = Composition::fit(current.layout.rect, mode, false);
         self.renderer.draw(target, Source::Image(image), &how)?;
         Ok(self.renderer.read(target, &mut self.capture.frame)?)
     }

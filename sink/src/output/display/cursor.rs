@@ -22,21 +22,9 @@ pub struct PictureMap {
 
 impl PictureMap {
     pub fn of(how: &Composition) -> PictureMap {
-        let (sx, sy, sw, sh) = how.src;
-        let (dx, dy, dw, dh) = how.dst;
         PictureMap {
-            src: Rect {
-                x: sx as i32,
-                y: sy as i32,
-                width: sw,
-                height: sh,
-            },
-            dst: Rect {
-                x: dx,
-                y: dy,
-                width: dw,
-                height: dh,
-            },
+            src: how.src,
+            dst: how.dst,
         }
     }
 
@@ -181,8 +169,8 @@ impl Cursor {
         };
         let (x, y) = picture.map(x, y);
         let how = Composition {
-            src: (0, 0, w, h),
-            dst: (
+            src: Rect::of_size((w, h)),
+            dst: Rect::new(
                 x.clamp(-16384, 16384) as i32,
                 y.clamp(-16384, 16384) as i32,
                 w,
@@ -240,7 +228,11 @@ mod tests {
     #[test]
     fn guest_points_land_through_the_letterbox() {
         // 640x480 pillarboxed on 1920x1080: x 240..1680, scale 2.25.
-        let map = PictureMap::of(&Composition::fit((0, 0, 640, 480), (1920, 1080), false));
+        let map = PictureMap::of(&Composition::fit(
+            Rect::of_size((640, 480)),
+            (1920, 1080),
+            false,
+        ));
         assert_eq!(map.map(0, 0), (240, 0));
         assert_eq!(map.map(640, 480), (1680, 1080));
         assert_eq!(map.map(320, 240), (960, 540));

@@ -3,18 +3,16 @@
 //! few kept, and the way each layout reaches the screen decided once.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use dbus_interfaces::DmabufScanout;
+use dmabuf::BufferKey;
 use drm::buffer::{DrmFourcc, DrmModifier};
 use gl_renderer::{ImportedImage, RenderError, Renderer};
 use nix::errno::Errno;
 
-use crate::dmabuf::BufferKey;
 use crate::frame::ShowPath;
-use crate::output::gl_capture::import_scanout;
-use crate::output::kms::{Card, Dmabuf, DmabufPlane, Framebuffer, KmsError, Rect, TestOutcome};
+use crate::output::kms::{Card, Framebuffer, KmsError, Rect, TestOutcome};
 
 /// Guest buffers kept imported (guests double- or triple-buffer).
 const IMPORTS: usize = 4;
@@ -33,17 +31,13 @@ pub struct Layout {
 
 impl Layout {
     pub fn of(scanout: &DmabufScanout) -> Layout {
+        let buffer = &scanout.buffer;
         Layout {
-            fourcc: scanout.fourcc,
-            modifier: DrmModifier::from(scanout.modifier),
-            backing: (scanout.backing_width, scanout.backing_height),
-            stride: scanout.planes.first().map_or(0, |p| p.stride),
-            rect: Rect {
-                x: scanout.x as i32,
-                y: scanout.y as i32,
-                width: scanout.width,
-                height: scanout.height,
-            },
+            fourcc: buffer.fourcc,
+            modifier: buffer.modifier,
+            backing: (buffer.width, buffer.height),
+            stride: buffer.planes.first().map_or(0, |p| p.stride),
+            rect: scanout.rect,
             y0_top: scanout.y0_top,
         }
     }
@@ -120,23 +114,7 @@ impl Import {
     pub fn framebuffer(&mut self, card: &Arc<Card>) -> Result<Arc<Framebuffer>, Arc<KmsError>> {
         self.fb
             .get_or_insert_with(|| {
-                let s = &self.scanout;
-                let dmabuf = Dmabuf {
-                    width: s.backing_width,
-                    height: s.backing_height,
-                    fourcc: s.fourcc,
-                    modifier: DrmModifier::from(s.modifier),
-                    planes: s
-                        .planes
-                        .iter()
-                        .map(|p| DmabufPlane {
-                            fd: p.fd.as_fd(),
-                            offset: p.offset,
-                            stride: p.stride,
-                        })
-                        .collect(),
-                };
-                Framebuffer::import(card, &dmabuf)
+                Framebuffer::import(card, &self.scanout.buffer)
                     .map(Arc::new)
                     .map_err(Arc::new)
             })
@@ -146,7 +124,7 @@ impl Import {
     /// The buffer as an EGLImage in `renderer` (imported once).
     pub fn image(&mut self, renderer: &mut Renderer) -> Result<&ImportedImage, RenderError> {
         if self.image.is_none() {
-            self.image = Some(import_scanout(renderer, &self.scanout)?);
+            self.image = Some(renderer.import(&self.scanout.buffer)?);
         }
         Ok(self.image.as_ref().expect("just imported"))
     }

@@ -525,7 +525,7 @@ impl Display {
     fn take(&mut self, batch: &mut VecDeque<DmabufEvent>) {
         for event in batch.drain(..) {
             match event {
-                DmabufEvent::Scanout(scanout) => match crate::dmabuf::check_scanout(&scanout) {
+                DmabufEvent::Scanout(scanout) => match scanout.buffer.check() {
                     Ok(key) => self.imports.scanout(key, scanout),
                     Err(why) => {
                         // Updates that follow belong to the rejected buffer:
@@ -600,7 +600,7 @@ fn canvases(
     primary: &crate::output::kms::Plane,
 ) -> Result<Vec<Canvas>, DisplayError> {
     // Modifiers the plane scans out and the renderer can draw into.
-    let drawable: Vec<u64> = renderer
+    let drawable: Vec<DrmModifier> = renderer
         .formats
         .modifiers(fourcc)
         .iter()
@@ -611,7 +611,7 @@ fn canvases(
         .formats
         .modifiers(fourcc)
         .into_iter()
-        .filter(|&m| m != DrmModifier::Invalid && drawable.contains(&u64::from(m)))
+        .filter(|&m| m != DrmModifier::Invalid && drawable.contains(&m))
         .collect();
     let gbm = ScanoutBuffer::gbm(card, size, fourcc, &modifiers, SCANOUT_BUFFERS)
         .map_err(DisplayError::from)
@@ -632,23 +632,7 @@ fn with_targets(
     buffers
         .into_iter()
         .map(|buffer| {
-            let (width, height) = buffer.size();
-            let modifier = buffer.modifier;
-            let target = renderer.import_target(&gl_renderer::DmabufDesc {
-                width,
-                height,
-                fourcc: buffer.fb.fourcc(),
-                modifier: (modifier != DrmModifier::Invalid).then(|| u64::from(modifier)),
-                planes: buffer
-                    .planes
-                    .iter()
-                    .map(|p| gl_renderer::DmabufPlane {
-                        fd: p.fd.as_fd(),
-                        offset: p.offset,
-                        stride: p.stride,
-                    })
-                    .collect(),
-            })?;
+            let target = renderer.import_target(&buffer.export)?;
             Ok(Canvas { target, buffer })
         })
         .collect()

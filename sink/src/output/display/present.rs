@@ -10,7 +10,7 @@ use super::imports::{direct_outcome, Current, Decision, NotDirect};
 use super::slots::{Frame, Held, Shown};
 use super::{Display, DisplayError, Next, PathChoice, Picture, FENCE_WAIT};
 use crate::frame::{monotonic_now, ShowPath};
-use crate::output::kms::{Framebuffer, KmsError, PlaneConfig, Request};
+use crate::output::kms::{Framebuffer, KmsError, PlaneConfig, Rect, Request};
 
 use super::cursor::PictureMap;
 
@@ -225,7 +225,7 @@ impl Display {
 
     /// The guest's rect on the whole output: letterboxed, scaled to fit.
     fn direct_config<'a>(&self, fb: &'a Framebuffer, current: Current) -> PlaneConfig<'a> {
-        let how = Composition::fit(current.layout.rect.into(), self.mode_size(), false);
+        let how = Composition::fit(current.layout.rect, self.mode_size(), false);
         PlaneConfig {
             fb,
             src: current.layout.rect,
@@ -299,7 +299,7 @@ impl Display {
         self.renderer.rebind(image)?;
         let target = &self.canvases[target_index].target;
         self.renderer.clear(target);
-        let how = Composition::fit(current.layout.rect.into(), mode, current.layout.y0_top);
+        let how = Composition::fit(current.layout.rect, mode, current.layout.y0_top);
         self.renderer.draw(target, Source::Image(image), &how)?;
         self.picture = Some(PictureMap::of(&how));
         self.cursor.draw(&mut self.renderer, target, self.picture)?;
@@ -333,7 +333,7 @@ impl Display {
         match &self.surface.texture {
             Some(t) if (t.width, t.height) == (w, h) => {
                 self.renderer
-                    .update_texture(t, (0, 0, w, h), stride, &frame.pixels)?;
+                    .update_texture(t, Rect::of_size((w, h)), stride, &frame.pixels)?;
             }
             _ => {
                 self.surface.texture = None;
@@ -354,7 +354,7 @@ impl Display {
             return Ok(());
         };
         self.renderer.clear(target);
-        let how = Composition::fit((0, 0, w, h), self.mode_size(), false);
+        let how = Composition::fit(Rect::of_size((w, h)), self.mode_size(), false);
         self.renderer.draw(target, Source::Texture(texture), &how)?;
         self.picture = Some(PictureMap::of(&how));
         self.renderer.fence()?.wait(FENCE_WAIT);

@@ -41,7 +41,10 @@ pub struct OutputThread {
 impl OutputThread {
     /// Starts the output's thread, which opens the card and lights the
     /// monitor black; returns once it is lit (or why not).
-    pub fn start(options: DisplayOptions, shared: Arc<Shared>) -> Result<OutputThread, DisplayError> {
+    pub fn start(
+        options: DisplayOptions,
+        shared: Arc<Shared>,
+    ) -> Result<OutputThread, DisplayError> {
         let (requests, inbox) = mpsc::channel();
         let (outbox, replies) = mpsc::channel();
         let name = format!(
@@ -119,7 +122,12 @@ impl Drop for OutputThread {
 
 /// The output's thread: opens the display, then serves requests until
 /// `Finish` or until the caller is gone.
-fn serve(options: DisplayOptions, shared: &Shared, inbox: &Receiver<Request>, outbox: &Sender<Reply>) {
+fn serve(
+    options: DisplayOptions,
+    shared: &Shared,
+    inbox: &Receiver<Request>,
+    outbox: &Sender<Reply>,
+) {
     let mut display = match Display::open(options) {
         Ok(display) => display,
         Err(err) => {

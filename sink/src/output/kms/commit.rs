@@ -13,39 +13,13 @@ use drm::control::{
 };
 use nix::errno::Errno;
 
+pub use dmabuf::Rect;
+
 use super::device::{Card, PropMap};
 use super::error::KmsError;
 use super::framebuffer::Framebuffer;
 use super::pipe::{describe, Pipe};
 use super::plane::Plane;
-
-/// A rectangle in whole pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Rect {
-    pub x: i32,
-    pub y: i32,
-    pub width: u32,
-    pub height: u32,
-}
-
-impl Rect {
-    /// `width` x `height` at the origin.
-    pub fn of_size((width, height): (u32, u32)) -> Rect {
-        Rect {
-            x: 0,
-            y: 0,
-            width,
-            height,
-        }
-    }
-}
-
-impl From<Rect> for (u32, u32, u32, u32) {
-    /// As `(x, y, width, height)`, a negative origin clamped to 0.
-    fn from(r: Rect) -> Self {
-        (r.x.max(0) as u32, r.y.max(0) as u32, r.width, r.height)
-    }
-}
 
 /// What a plane shows: `src` of `fb` on the CRTC's `dst`. Different sizes
 /// mean scaling, which some planes (vkms') cannot do.

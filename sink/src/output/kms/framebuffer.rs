@@ -4,34 +4,15 @@
 //! as DMA-BUFs: the composite path's scanout buffers, rendered into
 //! through EGLImages). A [`Framebuffer`] is removed (RMFB) on drop.
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use dmabuf::Dmabuf;
 use drm::buffer::{self, DrmFourcc, DrmModifier, PlanarBuffer};
 use drm::control::{dumbbuffer, framebuffer, Device as ControlDevice, FbCmd2Flags};
 
 use super::device::Card;
 use super::error::KmsError;
-
-/// One plane of a DMA-BUF.
-#[derive(Debug, Clone, Copy)]
-pub struct DmabufPlane<'a> {
-    pub fd: BorrowedFd<'a>,
-    pub offset: u32,
-    pub stride: u32,
-}
-
-/// A DMA-BUF as its producer describes it.
-#[derive(Debug, Clone)]
-pub struct Dmabuf<'a> {
-    pub width: u32,
-    pub height: u32,
-    pub fourcc: DrmFourcc,
-    /// `DrmModifier::Invalid` (QEMU's `DRM_FORMAT_MOD_INVALID`): implicit,
-    /// the driver's own idea of the layout.
-    pub modifier: DrmModifier,
-    pub planes: Vec<DmabufPlane<'a>>,
-}
 
 /// A GEM handle on a card, counted: the kernel gives one handle per buffer
 /// and file, so it is closed only when its last holder drops it.
@@ -127,7 +108,7 @@ impl Framebuffer {
     /// with `DRM_MODE_FB_MODIFIERS` for a real modifier on a card that
     /// takes them, plain AddFB2 for an implicit one (or LINEAR on a card
     /// without modifiers, where implicit is linear).
-    pub fn import(card: &Arc<Card>, dmabuf: &Dmabuf<'_>) -> Result<Framebuffer, KmsError> {
+    pub fn import<F: AsFd>(card: &Arc<Card>, dmabuf: &Dmabuf<F>) -> Result<Framebuffer, KmsError> {
         let bad = |why: String| KmsError::BadBuffer {
             device: card.path().to_owned(),
             why,
@@ -159,7 +140,7 @@ impl Framebuffer {
             offsets: [0; 4],
         };
         for (i, plane) in dmabuf.planes.iter().enumerate() {
-            let handle = GemHandle::import(card, plane.fd)?;
+            let handle = GemHandle::import(card, plane.fd.as_fd())?;
             planes.handles[i] = Some(handle.handle());
             planes.pitches[i] = plane.stride;
             planes.offsets[i] = plane.offset;

@@ -28,10 +28,10 @@ pub mod writeback;
 pub use commit::{Committer, FlipEvent, Flipped, PlaneConfig, Rect, Request, TestOutcome};
 pub use device::{find_node, Caps, Card, NodeKind, PropMap};
 pub use error::KmsError;
-pub use framebuffer::{Dmabuf, DmabufPlane, DumbBuffer, Framebuffer, GemHandle};
+pub use framebuffer::{DumbBuffer, Framebuffer, GemHandle};
 pub use pipe::{ModeSpec, Pipe};
 pub use plane::{parse_in_formats, FormatSet, Plane};
-pub use scanout::{ExportedPlane, ScanoutBuffer};
+pub use scanout::ScanoutBuffer;
 pub use writeback::Writeback;
 
 #[cfg(test)]

@@ -6,29 +6,21 @@
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
+use dmabuf::{Dmabuf, Plane};
 use drm::buffer::{DrmFourcc, DrmModifier};
 
 use super::device::Card;
 use super::error::KmsError;
-use super::framebuffer::{Dmabuf, DmabufPlane, DumbBuffer, Framebuffer};
-
-/// One exported plane of a scanout buffer.
-#[derive(Debug)]
-pub struct ExportedPlane {
-    pub fd: OwnedFd,
-    pub offset: u32,
-    pub stride: u32,
-}
+use super::framebuffer::{DumbBuffer, Framebuffer};
 
 /// A scanout buffer: its memory, its framebuffer, and its memory exported
 /// as a DMA-BUF (writable: the renderer draws into it).
 #[derive(Debug)]
 pub struct ScanoutBuffer {
     pub fb: Arc<Framebuffer>,
-    pub planes: Vec<ExportedPlane>,
-    /// The memory's layout: GBM's modifier (`Invalid`: implicit), or
-    /// `Linear` for a dumb buffer.
-    pub modifier: DrmModifier,
+    /// The memory, exported; its modifier is GBM's (`Invalid`: implicit),
+    /// or `Linear` for a dumb buffer.
+    pub export: Dmabuf,
     /// Kept alive while the framebuffer and the export use it.
     _backing: Backing,
 }
@@ -100,29 +92,20 @@ impl ScanoutBuffer {
                 .map_err(card.err("DRM_IOCTL_PRIME_HANDLE_TO_FD"))?;
                 // SAFETY: the ioctl returned a new fd that is ours.
                 let fd = unsafe { OwnedFd::from_raw_fd(prime.fd) };
-                planes.push(ExportedPlane {
+                planes.push(Plane {
                     fd,
                     offset: bo.offset(plane),
                     stride: bo.stride_for_plane(plane),
                 });
             }
-            let fb = Framebuffer::import(
-                card,
-                &Dmabuf {
-                    width,
-                    height,
-                    fourcc,
-                    modifier: bo.modifier(),
-                    planes: planes
-                        .iter()
-                        .map(|p| DmabufPlane {
-                            fd: p.fd.as_fd(),
-                            offset: p.offset,
-                            stride: p.stride,
-                        })
-                        .collect(),
-                },
-            )?;
+            let export = Dmabuf {
+                width,
+                height,
+                fourcc,
+                modifier: bo.modifier(),
+                planes,
+            };
+            let fb = Framebuffer::import(card, &export)?;
             if buffers.is_empty() {
                 tracing::info!(
                     "scanout buffers: GBM ({}), {fourcc:?}, modifier {:#x}",
@@ -132,8 +115,7 @@ impl ScanoutBuffer {
             }
             buffers.push(ScanoutBuffer {
                 fb: Arc::new(fb),
-                planes,
-                modifier: bo.modifier(),
+                export,
                 _backing: Backing::Gbm(bo),
             });
         }
@@ -154,12 +136,17 @@ impl ScanoutBuffer {
             let fd = dumb.export()?;
             buffers.push(ScanoutBuffer {
                 fb,
-                planes: vec![ExportedPlane {
-                    fd,
-                    offset: 0,
-                    stride: dumb.stride(),
-                }],
-                modifier: DrmModifier::Linear,
+                export: Dmabuf {
+                    width,
+                    height,
+                    fourcc,
+                    modifier: DrmModifier::Linear,
+                    planes: vec![Plane {
+                        fd,
+                        offset: 0,
+                        stride: dumb.stride(),
+                    }],
+                },
                 _backing: Backing::Dumb(dumb),
             });
         }

@@ -2,10 +2,10 @@
 //! the import itself, every plane with its fd, offset and pitch.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 
-use drm_fourcc::DrmFourcc;
+use dmabuf::{Dmabuf, DrmFourcc, DrmModifier};
 use khronos_egl as khr;
 
 use crate::egl::{has_extension, proc_address, Context};
@@ -21,8 +21,6 @@ const PLANE_ATTRIBUTES: [[khr::Attrib; 5]; 4] = [
     [0x3278, 0x3279, 0x327A, 0x3447, 0x3448],
     [0x3440, 0x3441, 0x3442, 0x3449, 0x344A],
 ];
-/// `DRM_FORMAT_MOD_INVALID`: "implicit", i.e. no modifier given.
-pub const MOD_INVALID: u64 = 0x00ff_ffff_ffff_ffff;
 
 type QueryDmaBufFormats = unsafe extern "system" fn(
     dpy: *mut libc::c_void,
@@ -39,29 +37,10 @@ type QueryDmaBufModifiers = unsafe extern "system" fn(
     count: *mut i32,
 ) -> u32;
 
-/// One plane of a DMA-BUF to import.
-#[derive(Debug, Clone, Copy)]
-pub struct DmabufPlane<'a> {
-    pub fd: BorrowedFd<'a>,
-    pub offset: u32,
-    pub stride: u32,
-}
-
-/// A DMA-BUF to import: the whole backing buffer.
-#[derive(Debug, Clone)]
-pub struct DmabufDesc<'a> {
-    pub width: u32,
-    pub height: u32,
-    pub fourcc: DrmFourcc,
-    /// `None`: import without modifier attributes (implicit layout).
-    pub modifier: Option<u64>,
-    pub planes: Vec<DmabufPlane<'a>>,
-}
-
 /// What the display can import: fourcc → (modifier, external-only).
 #[derive(Debug, Clone, Default)]
 pub struct FormatTable {
-    formats: HashMap<u32, Vec<(u64, bool)>>,
+    formats: HashMap<u32, Vec<(DrmModifier, bool)>>,
     /// `EGL_EXT_image_dma_buf_import_modifiers`: explicit modifiers allowed.
     pub modifiers_supported: bool,
 }
@@ -124,7 +103,7 @@ impl FormatTable {
                 .into_iter()
                 .zip(external)
                 .take(n.max(0) as usize)
-                .map(|(m, e)| (m, e != 0))
+                .map(|(m, e)| (DrmModifier::from(m), e != 0))
                 .collect();
             table.formats.insert(format as u32, entries);
         }
@@ -137,14 +116,14 @@ impl FormatTable {
     }
 
     /// The modifiers listed for `fourcc`, with their external-only flag.
-    pub fn modifiers(&self, fourcc: DrmFourcc) -> &[(u64, bool)] {
+    pub fn modifiers(&self, fourcc: DrmFourcc) -> &[(DrmModifier, bool)] {
         self.formats
             .get(&(fourcc as u32))
             .map_or(&[], Vec::as_slice)
     }
 
     /// Must `fourcc` with `modifier` be sampled as `GL_TEXTURE_EXTERNAL_OES`?
-    pub fn external_only(&self, fourcc: DrmFourcc, modifier: Option<u64>) -> bool {
+    pub fn external_only(&self, fourcc: DrmFourcc, modifier: Option<DrmModifier>) -> bool {
         match modifier {
             Some(m) => self.modifiers(fourcc).iter().any(|&(x, ext)| x == m && ext),
             // Implicit: external only if every listed modifier is.
@@ -186,38 +165,53 @@ impl Drop for ImportedImage {
     }
 }
 
-/// The `eglCreateImage` attributes for `desc`.
-pub(crate) fn image_attributes(
-    desc: &DmabufDesc<'_>,
+/// The `eglCreateImage` attributes for `buffer`, its modifier (explicit,
+/// or `None` for implicit) checked against what the display imports.
+pub(crate) fn image_attributes<F: AsFd>(
+    buffer: &Dmabuf<F>,
+    modifier: Option<DrmModifier>,
     table: &FormatTable,
 ) -> Result<Vec<khr::Attrib>, RenderError> {
-    if desc.planes.is_empty() || desc.planes.len() > 4 {
-        return Err(RenderError::Dmabuf(format!("{} planes", desc.planes.len())));
+    if buffer.planes.is_empty() || buffer.planes.len() > PLANE_ATTRIBUTES.len() {
+        return Err(RenderError::Dmabuf(format!(
+            "{} planes",
+            buffer.planes.len()
+        )));
     }
-    if !table.supports(desc.fourcc) {
+    if !table.supports(buffer.fourcc) {
         return Err(RenderError::Dmabuf(format!(
             "the display cannot import {:?}",
-            desc.fourcc
+            buffer.fourcc
         )));
+    }
+    if let (Some(m), true) = (modifier, table.modifiers_supported) {
+        if !table.modifiers(buffer.fourcc).iter().any(|&(x, _)| x == m) {
+            return Err(RenderError::Dmabuf(format!(
+                "modifier {:#x} is not importable for {:?}",
+                u64::from(m),
+                buffer.fourcc
+            )));
+        }
     }
     let mut attributes = vec![
         khr::WIDTH as khr::Attrib,
-        desc.width as khr::Attrib,
+        buffer.width as khr::Attrib,
         khr::HEIGHT as khr::Attrib,
-        desc.height as khr::Attrib,
+        buffer.height as khr::Attrib,
         LINUX_DRM_FOURCC_EXT,
-        desc.fourcc as u32 as khr::Attrib,
+        buffer.fourcc as u32 as khr::Attrib,
     ];
-    for (plane, names) in desc.planes.iter().zip(PLANE_ATTRIBUTES) {
+    for (plane, names) in buffer.planes.iter().zip(PLANE_ATTRIBUTES) {
         attributes.extend_from_slice(&[
             names[0],
-            plane.fd.as_raw_fd() as khr::Attrib,
+            plane.fd.as_fd().as_raw_fd() as khr::Attrib,
             names[1],
             plane.offset as khr::Attrib,
             names[2],
             plane.stride as khr::Attrib,
         ]);
-        if let (Some(m), true) = (desc.modifier, table.modifiers_supported) {
+        if let (Some(m), true) = (modifier, table.modifiers_supported) {
+            let m = u64::from(m);
             attributes.extend_from_slice(&[
                 names[3],
                 (m & 0xffff_ffff) as khr::Attrib,
