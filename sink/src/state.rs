@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::frame::DmabufEvent;
+use crate::frame::{push_bounded, DmabufEvent};
 use crate::surface::Surface;
 
 /// Why the sink is stopping.
@@ -37,11 +37,26 @@ pub struct SinkState {
     pub rejected: u64,
     /// `UpdateDMABUF`s answered by the listener's deadline, not a release.
     pub deadline_answers: u64,
-    /// DMA-BUF events the output has not taken yet, in order.
+    /// DMA-BUF events the output has not taken yet, in order (appended
+    /// through [`SinkState::push_dmabuf`], which bounds it).
     pub dmabuf: VecDeque<DmabufEvent>,
+    /// `UpdateDMABUF`s answered unshown because the queue was full.
+    pub superseded: u64,
     /// Frame ids for the timestamp records.
     pub next_frame_id: u64,
     pub stop: Option<StopReason>,
+}
+
+impl SinkState {
+    /// Queues a DMA-BUF event for the output, bounded (see
+    /// [`push_bounded`]).
+    pub fn push_dmabuf(&mut self, event: DmabufEvent) {
+        let dropped = push_bounded(&mut self.dmabuf, event);
+        if dropped > 0 {
+            tracing::debug!("{dropped} queued DMA-BUF frames superseded unshown");
+            self.superseded += dropped;
+        }
+    }
 }
 
 #[derive(Debug, Default)]

@@ -199,16 +199,31 @@ impl FakeListener {
         rect: (u32, u32, u32, u32),
         y0_top: bool,
     ) -> anyhow::Result<()> {
+        self.scanout_dmabuf2_planes(&[(fd.as_fd(), offset)], desc, rect, y0_top)
+    }
+
+    /// `ScanoutDMABUF2` with several planes (fd and offset each; every
+    /// plane with `desc.stride`), as many as given, whatever the format
+    /// says: a hostile or mistaken QEMU.
+    pub fn scanout_dmabuf2_planes(
+        &self,
+        planes: &[(BorrowedFd<'_>, u32)],
+        desc: BufferDesc,
+        rect: (u32, u32, u32, u32),
+        y0_top: bool,
+    ) -> anyhow::Result<()> {
         let (x, y, width, height) = rect;
+        let fds: Vec<zbus::zvariant::Fd<'_>> = planes.iter().map(|&(fd, _)| fd.into()).collect();
+        let offsets: Vec<u32> = planes.iter().map(|&(_, offset)| offset).collect();
         self.v2_listener().scanout_dmabuf2(
-            &[fd.as_fd().into()],
+            &fds,
             x,
             y,
             width,
             height,
-            &[offset],
-            &[desc.stride],
-            1,
+            &offsets,
+            &vec![desc.stride; planes.len()],
+            planes.len() as u32,
             desc.fourcc,
             desc.width,
             desc.height,

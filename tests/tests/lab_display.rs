@@ -788,6 +788,60 @@ fn display_drops_a_buffer_it_cannot_show_and_keeps_the_last_good_picture() {
     );
 }
 
+/// A buffer the renderer cannot import (XRGB8888 sent with two planes)
+/// costs that buffer alone: the guest's next buffer of the same size,
+/// format and stride is shown, not dropped as "that layout" until a replug.
+#[test]
+#[ignore = "needs the lab"]
+fn display_one_unimportable_buffer_does_not_condemn_its_layout() {
+    use std::os::fd::AsFd;
+    require_lab();
+    let card = vkms();
+    let mut s = setup(
+        "display-bad-buffer-not-layout",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480", "--path", "composite"],
+    );
+    let buffers = two_buffers_the_first_shown(&mut s, "the good picture");
+    let bad = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
+    let whole = (0, 0, 640, 480);
+    s.listener
+        .scanout_dmabuf2_planes(
+            &[(bad.fd().as_fd(), 0), (bad.fd().as_fd(), 0)],
+            BufferDesc::xrgb(640, 480),
+            whole,
+            false,
+        )
+        .unwrap();
+    let answer = s.listener.update_dmabuf(0, 0, 640, 480).clone();
+    assert!(answer.ok && answer.latency() < Duration::from_millis(800));
+    // The same layout, another buffer: shown.
+    s.listener
+        .scanout_dmabuf2(
+            &buffers[1].fd(),
+            BufferDesc::xrgb(640, 480),
+            0,
+            whole,
+            false,
+        )
+        .unwrap();
+    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    wait_for_picture(
+        "the next buffer of the same layout",
+        &s.out,
+        &opaque(&buffers[1].expected(1)),
+        Duration::from_secs(30),
+    );
+    let log = s.sink.stop();
+    assert_eq!(
+        log.matches("the renderer cannot import it").count(),
+        1,
+        "one line for the bad buffer: {log}"
+    );
+}
+
 /// An opaque `width` x `height` picture of one colour, and the same as
 /// QEMU's XRGB8888 bytes (B, G, R, X in memory).
 fn solid(width: u32, height: u32, [r, g, b]: [u8; 3]) -> (capture::RgbaFrame, Vec<u8>) {

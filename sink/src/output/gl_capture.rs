@@ -204,8 +204,15 @@ impl GlCapture {
                         self.finish(record);
                         continue;
                     }
-                    if self.compose(record, release)? {
-                        latest = Some(Latest::Composed);
+                    // One frame's GL failure (e.g. a target of a size the
+                    // guest chose) costs that frame: it is answered unshown
+                    // (its release drops) and the last good picture stays.
+                    match self.compose(record, release) {
+                        Ok(()) => latest = Some(Latest::Composed),
+                        Err(err) => {
+                            tracing::warn!("dropping a DMA-BUF frame: {err}");
+                            self.rejected += 1;
+                        }
                     }
                 }
             }
@@ -288,7 +295,7 @@ impl GlCapture {
         &mut self,
         mut record: FrameRecord,
         release: FrameRelease,
-    ) -> Result<bool, GlCaptureError> {
+    ) -> Result<(), GlCaptureError> {
         let current = self.current.expect("checked by the caller");
         let (w, h) = current.rect.size();
         let (tw, th) = self.size.unwrap_or((w, h));
@@ -326,7 +333,7 @@ impl GlCapture {
         tracing::trace!("composed in {:?}", waited.elapsed());
         renderer.read(target, &mut self.frame)?;
         self.finish(record);
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -81,7 +81,7 @@ fn changed_2d(state: &mut SinkState) {
 fn shown_2d(state: &mut SinkState) {
     changed_2d(state);
     if !matches!(state.dmabuf.back(), Some(DmabufEvent::Surface)) {
-        state.dmabuf.push_back(DmabufEvent::Surface);
+        state.push_dmabuf(DmabufEvent::Surface);
     }
 }
 
@@ -123,7 +123,7 @@ impl ListenerHandler for DbusSource {
                     .map_err(|e| ("UpdateMap", e)),
                 ListenerEvent::Disable => {
                     state.surface.disable();
-                    state.dmabuf.push_back(DmabufEvent::Disable);
+                    state.push_dmabuf(DmabufEvent::Disable);
                     changed_2d(state);
                     Ok(())
                 }
@@ -155,7 +155,7 @@ impl ListenerHandler for DbusSource {
                             )
                         },
                     );
-                    state.dmabuf.push_back(DmabufEvent::Scanout(scanout));
+                    state.push_dmabuf(DmabufEvent::Scanout(scanout));
                     state.generation += 1;
                     Ok(())
                 }
@@ -166,7 +166,7 @@ impl ListenerHandler for DbusSource {
                         ..FrameRecord::default()
                     };
                     state.next_frame_id += 1;
-                    state.dmabuf.push_back(DmabufEvent::Update {
+                    state.push_dmabuf(DmabufEvent::Update {
                         damage,
                         release: FrameRelease::answer(release, ReleasePolicy::AtOwnFlip),
                         record,

@@ -338,8 +338,8 @@ impl VdmabufSource {
                 ..FrameRecord::default()
             };
             state.next_frame_id += 1;
-            state.dmabuf.push_back(DmabufEvent::Scanout(scanout));
-            state.dmabuf.push_back(DmabufEvent::Update {
+            state.push_dmabuf(DmabufEvent::Scanout(scanout));
+            state.push_dmabuf(DmabufEvent::Update {
                 damage: None,
                 release: FrameRelease::vdmabuf(release),
                 record,

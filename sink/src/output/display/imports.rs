@@ -80,8 +80,6 @@ pub enum NotDirect {
     Refused(Errno),
     #[error("it cannot be a framebuffer: {0}")]
     Framebuffer(Arc<KmsError>),
-    #[error("the renderer cannot import it: {0}")]
-    Renderer(Arc<RenderError>),
 }
 
 /// How frames of a layout reach the screen.
@@ -104,7 +102,7 @@ pub struct Import {
     pub key: BufferKey,
     pub scanout: DmabufScanout,
     fb: Option<Result<Arc<Framebuffer>, Arc<KmsError>>>,
-    image: Option<ImportedImage>,
+    image: Option<Result<ImportedImage, Arc<RenderError>>>,
     last_used: u64,
 }
 
@@ -121,17 +119,28 @@ impl Import {
             .clone()
     }
 
-    /// The buffer as an EGLImage in `renderer` (imported once).
-    pub fn image(&mut self, renderer: &mut Renderer) -> Result<&ImportedImage, RenderError> {
-        if self.image.is_none() {
-            self.image = Some(renderer.import(&self.scanout.buffer)?);
-        }
-        Ok(self.image.as_ref().expect("just imported"))
+    /// The buffer as an EGLImage in `renderer` (imported once; a failure
+    /// is remembered too, for this buffer only: the next buffer of the same
+    /// layout is tried afresh).
+    pub fn image(&mut self, renderer: &mut Renderer) -> Result<&ImportedImage, ImageError> {
+        let first = self.image.is_none();
+        let image = self
+            .image
+            .get_or_insert_with(|| renderer.import(&self.scanout.buffer).map_err(Arc::new));
+        image.as_ref().map_err(|why| ImageError {
+            why: why.clone(),
+            first,
+        })
     }
+}
 
-    pub fn has_image(&self) -> bool {
-        self.image.is_some()
-    }
+/// A guest buffer the renderer cannot import.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the renderer cannot import it: {why}")]
+pub struct ImageError {
+    pub why: Arc<RenderError>,
+    /// This call tried (and failed); later calls only repeat the answer.
+    pub first: bool,
 }
 
 /// The imported guest buffers, the current one, and the decisions made.

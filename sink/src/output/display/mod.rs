@@ -121,6 +121,8 @@ pub enum DisplayError {
     #[error("GL renderer: {0}")]
     Render(#[from] gl_renderer::RenderError),
     #[error(transparent)]
+    Image(#[from] imports::ImageError),
+    #[error(transparent)]
     Capture(#[from] ::capture::CaptureError),
     #[error("waiting for DRM events: {0}")]
     Poll(#[source] std::io::Error),

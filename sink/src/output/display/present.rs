@@ -200,15 +200,18 @@ impl Display {
                 frame.record.path = Some(ShowPath::Composite);
                 if let Err(err) = drawn {
                     self.slots.end(frame);
-                    let imported = self.imports.get(current.key).is_some_and(|i| i.has_image());
                     return match err {
-                        DisplayError::Render(render) if !imported => {
-                            // The renderer cannot import this layout: say
-                            // it once, drop its frames (answered) from now on.
-                            let why = NotDirect::Renderer(Arc::new(render));
-                            tracing::warn!("{}: {why}; its frames are dropped", current.layout);
-                            self.imports.decide(current.layout, Decision::Drop(why));
-                            self.counters.rejected += 1;
+                        DisplayError::Image(image) => {
+                            // This buffer cannot be imported: said once,
+                            // its frames dropped (answered) while it stays
+                            // current; the guest's next buffer is tried.
+                            if image.first {
+                                tracing::warn!(
+                                    "{}: {image}; its frames are dropped",
+                                    current.layout
+                                );
+                                self.counters.rejected += 1;
+                            }
                             Ok(())
                         }
                         err => Err(err),
