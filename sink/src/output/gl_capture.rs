@@ -8,30 +8,21 @@ use std::time::{Duration, Instant};
 use capture::RgbaFrame;
 use dbus_interfaces::{DmabufScanout, InvalidInput};
 use dmabuf::{BufferKey, Rect};
-use gl_renderer::{Composition, ImportedImage, RenderDevice, Renderer, Source, Target};
+use gl_renderer::{Composition, RenderDevice, RenderError, Renderer, Source, Target};
 
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
 use crate::latency::FrameLog;
-
-/// Imports kept per buffer: guests double- or triple-buffer; more is a leak.
-const CACHE_SIZE: usize = 4;
-
-/// A composed frame must be released before QEMU's 1 s deadline; the
-/// listener answers at 800 ms regardless. Wait for the GPU at most this long.
-const FENCE_WAIT: Duration = Duration::from_millis(700);
+use crate::output::imports::{ImageError, ImportCache};
+use crate::output::wait_for_gpu;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GlCaptureError {
     #[error(transparent)]
     Render(#[from] gl_renderer::RenderError),
-}
-
-struct CachedImport {
-    key: BufferKey,
-    image: ImportedImage,
-    /// The fds (EGL keeps its own references; these keep the buffer for a re-import).
-    _scanout: DmabufScanout,
-    last_used: u64,
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("the current buffer is no longer imported")]
+    NotImported,
 }
 
 /// The scanout being shown: which buffer, which rectangle, which way up.
@@ -58,9 +49,8 @@ pub struct GlCapture {
     size: Option<(u32, u32)>,
     renderer: Option<Renderer>,
     target: Option<Target>,
-    cache: Vec<CachedImport>,
+    imports: ImportCache,
     current: Option<Current>,
-    uses: u64,
     frame: RgbaFrame,
     /// Finished frames: their records and statistics.
     pub log: FrameLog,
@@ -74,9 +64,8 @@ impl GlCapture {
             size,
             renderer: None,
             target: None,
-            cache: Vec::new(),
+            imports: ImportCache::default(),
             current: None,
-            uses: 0,
             frame: RgbaFrame::default(),
             log: FrameLog::default(),
             rejected: 0,
@@ -165,10 +154,7 @@ impl GlCapture {
 
     /// EGL comes up on first use (or [`GlCapture::warm_up`]).
     fn renderer(&mut self) -> Result<&mut Renderer, GlCaptureError> {
-        if self.renderer.is_none() {
-            self.renderer = Some(Renderer::new(&self.device)?);
-        }
-        Ok(self.renderer.as_mut().expect("just created"))
+        renderer_in(&mut self.renderer, &self.device)
     }
 
     /// Handles a batch of events in order. Updates that a later update in
@@ -228,55 +214,42 @@ impl GlCapture {
                 return Ok(());
             }
         };
-        let rect = scanout.rect;
-        let y0_top = scanout.y0_top;
-        self.uses += 1;
-        let uses = self.uses;
-        if let Some(hit) = self.cache.iter_mut().find(|c| c.key == key) {
-            // The same buffer re-sent with a new fd: keep the import.
-            hit.last_used = uses;
-            tracing::debug!("DMA-BUF inode {} already imported", key.ino);
-        } else {
-            let image = match self.import(&scanout) {
-                Ok(image) => image,
-                Err(GlCaptureError::Render(gl_renderer::RenderError::Load(e))) => {
-                    return Err(GlCaptureError::Render(gl_renderer::RenderError::Load(e)))
-                }
-                Err(err) => {
-                    self.reject(InvalidInput::Dmabuf(format!("import failed: {err}")));
-                    return Ok(());
-                }
-            };
-            tracing::info!(
-                "imported DMA-BUF inode {}: {}x{} {:?}",
-                key.ino,
-                scanout.buffer.width,
-                scanout.buffer.height,
-                scanout.buffer.fourcc
-            );
-            if self.cache.len() >= CACHE_SIZE {
-                let oldest = (0..self.cache.len())
-                    .min_by_key(|&i| self.cache[i].last_used)
-                    .expect("cache is full");
-                self.cache.swap_remove(oldest);
+        let (rect, y0_top) = (scanout.rect, scanout.y0_top);
+        let (width, height, fourcc) = (
+            scanout.buffer.width,
+            scanout.buffer.height,
+            scanout.buffer.fourcc,
+        );
+        let renderer = match renderer_in(&mut self.renderer, &self.device) {
+            Ok(renderer) => renderer,
+            Err(GlCaptureError::Render(RenderError::Load(e))) => {
+                return Err(GlCaptureError::Render(RenderError::Load(e)))
             }
-            self.cache.push(CachedImport {
-                key,
-                image,
-                _scanout: scanout,
-                last_used: uses,
-            });
+            Err(err) => {
+                self.reject(InvalidInput::Dmabuf(format!("no renderer: {err}")));
+                return Ok(());
+            }
+        };
+        let new = self.imports.insert(key, scanout);
+        let import = self.imports.get(key).expect("just inserted");
+        match import.image(renderer) {
+            Ok(_) if new => tracing::info!(
+                "imported DMA-BUF inode {}: {width}x{height} {fourcc:?}",
+                key.ino
+            ),
+            // The same buffer re-sent with a new fd: the import is kept.
+            Ok(_) => tracing::debug!("DMA-BUF inode {} already imported", key.ino),
+            Err(err) => {
+                self.reject(InvalidInput::Dmabuf(err.to_string()));
+                return Ok(());
+            }
         }
         self.current = Some(Current { key, rect, y0_top });
         Ok(())
     }
 
-    fn import(&mut self, scanout: &DmabufScanout) -> Result<ImportedImage, GlCaptureError> {
-        Ok(self.renderer()?.import(&scanout.buffer)?)
-    }
-
     fn free_imports(&mut self) {
-        self.cache.clear();
+        self.imports.clear();
     }
 
     fn finish(&mut self, record: FrameRecord) {
@@ -309,24 +282,19 @@ impl GlCapture {
             self.target = Some(renderer.create_target(tw, th)?);
         }
         let target = self.target.as_ref().expect("just made");
-        let cached = self
-            .cache
-            .iter()
-            .find(|c| c.key == current.key)
-            .expect("the current buffer is cached");
+        let image = self
+            .imports
+            .get(current.key)
+            .ok_or(GlCaptureError::NotImported)?
+            .image(renderer)?;
         // The guest rewrote the pixels: re-bind before sampling.
-        renderer.rebind(&cached.image)?;
+        renderer.rebind(image)?;
         record.imported = Some(monotonic_now());
         renderer.clear(target);
         let how = Composition::fit(current.rect, (tw, th), current.y0_top);
-        renderer.draw(target, Source::Image(&cached.image), &how)?;
-        let fence = renderer.fence()?;
+        renderer.draw(target, Source::Image(image), &how)?;
         let waited = Instant::now();
-        if !fence.wait(FENCE_WAIT) {
-            tracing::warn!(
-                "the GPU did not finish within {FENCE_WAIT:?}: releasing the frame anyway"
-            );
-        }
+        wait_for_gpu(renderer, "releasing the frame anyway")?;
         record.committed = Some(monotonic_now());
         // The GPU is done with the guest's buffer: QEMU may go on.
         record.released = Some(release.let_go());
@@ -335,6 +303,17 @@ impl GlCapture {
         self.finish(record);
         Ok(())
     }
+}
+
+/// The renderer in `slot`, brought up on first use.
+fn renderer_in<'a>(
+    slot: &'a mut Option<Renderer>,
+    device: &RenderDevice,
+) -> Result<&'a mut Renderer, GlCaptureError> {
+    if slot.is_none() {
+        *slot = Some(Renderer::new(device)?);
+    }
+    Ok(slot.as_mut().expect("just created"))
 }
 
 /// Draws once, so that shader compilation (seconds for llvmpipe under

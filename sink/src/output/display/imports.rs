@@ -8,14 +8,12 @@ use std::sync::Arc;
 use dbus_interfaces::DmabufScanout;
 use dmabuf::BufferKey;
 use drm::buffer::{DrmFourcc, DrmModifier};
-use gl_renderer::{ImportedImage, RenderError, Renderer};
 use nix::errno::Errno;
 
 use crate::frame::ShowPath;
-use crate::output::kms::{Card, Framebuffer, KmsError, Rect, TestOutcome};
-
-/// Guest buffers kept imported (guests double- or triple-buffer).
-const IMPORTS: usize = 4;
+use crate::output::imports::ImportCache;
+pub use crate::output::imports::{ImageError, Import};
+use crate::output::kms::{KmsError, Rect, TestOutcome};
 
 /// How a guest buffer is laid out: the path decision is made once per layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,57 +95,10 @@ impl Decision {
     }
 }
 
-/// A guest buffer, imported on the card and/or into the renderer on demand.
-pub struct Import {
-    pub key: BufferKey,
-    pub scanout: DmabufScanout,
-    fb: Option<Result<Arc<Framebuffer>, Arc<KmsError>>>,
-    image: Option<Result<ImportedImage, Arc<RenderError>>>,
-    last_used: u64,
-}
-
-impl Import {
-    /// The buffer as a framebuffer on `card` (imported once; a failure is
-    /// remembered too).
-    pub fn framebuffer(&mut self, card: &Arc<Card>) -> Result<Arc<Framebuffer>, Arc<KmsError>> {
-        self.fb
-            .get_or_insert_with(|| {
-                Framebuffer::import(card, &self.scanout.buffer)
-                    .map(Arc::new)
-                    .map_err(Arc::new)
-            })
-            .clone()
-    }
-
-    /// The buffer as an EGLImage in `renderer` (imported once; a failure
-    /// is remembered too, for this buffer only: the next buffer of the same
-    /// layout is tried afresh).
-    pub fn image(&mut self, renderer: &mut Renderer) -> Result<&ImportedImage, ImageError> {
-        let first = self.image.is_none();
-        let image = self
-            .image
-            .get_or_insert_with(|| renderer.import(&self.scanout.buffer).map_err(Arc::new));
-        image.as_ref().map_err(|why| ImageError {
-            why: why.clone(),
-            first,
-        })
-    }
-}
-
-/// A guest buffer the renderer cannot import.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the renderer cannot import it: {why}")]
-pub struct ImageError {
-    pub why: Arc<RenderError>,
-    /// This call tried (and failed); later calls only repeat the answer.
-    pub first: bool,
-}
-
 /// The imported guest buffers, the current one, and the decisions made.
 #[derive(Default)]
 pub struct Imports {
-    list: Vec<Import>,
-    uses: u64,
+    cache: ImportCache,
     pub current: Option<Current>,
     decisions: HashMap<Layout, Decision>,
 }
@@ -158,36 +109,18 @@ impl Imports {
     /// new fd keeps its imports. The least recently used goes when full.
     pub fn scanout(&mut self, key: BufferKey, scanout: DmabufScanout) {
         let layout = Layout::of(&scanout);
-        self.uses += 1;
-        let uses = self.uses;
-        if let Some(hit) = self.list.iter_mut().find(|i| i.key == key) {
-            hit.last_used = uses;
-        } else {
-            if self.list.len() >= IMPORTS {
-                if let Some(oldest) = (0..self.list.len()).min_by_key(|&i| self.list[i].last_used) {
-                    // Its framebuffer lives on while a commit uses it.
-                    self.list.swap_remove(oldest);
-                }
-            }
-            self.list.push(Import {
-                key,
-                scanout,
-                fb: None,
-                image: None,
-                last_used: uses,
-            });
-        }
+        self.cache.insert(key, scanout);
         self.current = Some(Current { key, layout });
     }
 
     /// The import of `key`, if still kept.
     pub fn get(&mut self, key: BufferKey) -> Option<&mut Import> {
-        self.list.iter_mut().find(|i| i.key == key)
+        self.cache.get(key)
     }
 
     /// Lets every import go (QEMU disabled its scanout, or left).
     pub fn forget_all(&mut self) {
-        self.list.clear();
+        self.cache.clear();
     }
 
     pub fn decision(&self, layout: &Layout) -> Option<&Decision> {

@@ -65,8 +65,6 @@ const SCANOUT_BUFFERS: usize = 2;
 /// A flip whose event has not come by then is given up on, so that held
 /// buffers are released (a stuck driver, DPMS off).
 const FLIP_TIMEOUT: Duration = Duration::from_millis(500);
-/// A composed frame's fence: well inside QEMU's 1 s deadline.
-const FENCE_WAIT: Duration = Duration::from_millis(700);
 
 /// Which way frames may reach the plane (`--path`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,9 +8,10 @@ use gl_renderer::{Composition, Source};
 
 use super::imports::{direct_outcome, Current, Decision, NotDirect};
 use super::slots::{Frame, Held, Shown};
-use super::{Display, DisplayError, Next, PathChoice, Picture, FENCE_WAIT};
+use super::{Display, DisplayError, Next, PathChoice, Picture};
 use crate::frame::{monotonic_now, ShowPath};
 use crate::output::kms::{Framebuffer, KmsError, PlaneConfig, Rect, Request};
+use crate::output::wait_for_gpu;
 
 use super::cursor::PictureMap;
 
@@ -45,7 +46,7 @@ impl Display {
     /// Clears scanout buffer `index` to black.
     fn draw_blank(&mut self, index: usize) -> Result<(), DisplayError> {
         self.renderer.clear(&self.canvases[index].target);
-        self.renderer.fence()?.wait(FENCE_WAIT);
+        wait_for_gpu(&mut self.renderer, "flipping anyway")?;
         Ok(())
     }
 
@@ -251,12 +252,29 @@ impl Display {
             }
         }
         let layout = current.layout;
+        let failed_before = self
+            .imports
+            .get(current.key)
+            .and_then(|i| i.framebuffer_failure());
+        if let Some(why) = failed_before {
+            // This buffer was found unfit before (and said so): the same
+            // answer, quietly.
+            return match self.options.path {
+                PathChoice::Direct => Decision::Drop(NotDirect::Framebuffer(why)),
+                _ => Decision::Show(ShowPath::Composite),
+            };
+        }
+        let mut this_buffer_only = false;
         let decision = match self.options.path {
             PathChoice::Composite => {
                 tracing::info!("{layout}: composed by GL (--path composite)");
                 Decision::Show(ShowPath::Composite)
             }
-            choice => match self.try_direct(current) {
+            choice => match self.try_direct(current).inspect_err(|why| {
+                // A buffer that cannot be a framebuffer says nothing of its
+                // layout: the next one is tried afresh.
+                this_buffer_only = matches!(why, NotDirect::Framebuffer(_));
+            }) {
                 Ok(()) => {
                     tracing::info!("{layout}: direct scanout (no copy)");
                     Decision::Show(ShowPath::Direct)
@@ -271,7 +289,9 @@ impl Display {
                 }
             },
         };
-        self.imports.decide(layout, decision.clone());
+        if !this_buffer_only {
+            self.imports.decide(layout, decision.clone());
+        }
         decision
     }
 
@@ -306,9 +326,7 @@ impl Display {
         self.renderer.draw(target, Source::Image(image), &how)?;
         self.picture = Some(PictureMap::of(&how));
         self.cursor.draw(&mut self.renderer, target, self.picture)?;
-        if !self.renderer.fence()?.wait(FENCE_WAIT) {
-            tracing::warn!("the GPU did not finish within {FENCE_WAIT:?}: flipping anyway");
-        }
+        wait_for_gpu(&mut self.renderer, "flipping anyway")?;
         Ok(())
     }
 
@@ -360,7 +378,7 @@ impl Display {
         let how = Composition::fit(Rect::of_size((w, h)), self.mode_size(), false);
         self.renderer.draw(target, Source::Texture(texture), &how)?;
         self.picture = Some(PictureMap::of(&how));
-        self.renderer.fence()?.wait(FENCE_WAIT);
+        wait_for_gpu(&mut self.renderer, "flipping anyway")?;
         self.flip_canvas(index, None)
     }
 }
