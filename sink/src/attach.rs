@@ -3,13 +3,17 @@
 //! queued on `org.qemu`), or bus-less over QMP (`--qmp`, p2p).
 
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dbus_interfaces::proxies::{console_path, ConsoleProxyBlocking, VmProxyBlocking};
 use dbus_interfaces::QEMU_BUS_NAME;
 use dbus_interfaces::{listener_socketpair, serve_listener, ListenerHandler, ListenerOptions};
+use futures_lite::StreamExt;
 use zbus::blocking::Connection;
+use zbus::proxy::CacheProperties;
 
 use crate::qmp::{Qmp, QmpError};
 use crate::state::{Shared, StopReason};
@@ -22,6 +26,10 @@ pub enum AttachError {
     VmNotFound(String),
     #[error("QEMU has no console {0}")]
     NoConsole(u32),
+    /// Whoever holds QEMU's name (or the p2p socket) took longer than
+    /// [`CALL_TIMEOUT`] for one call: a hung QEMU, or not QEMU at all.
+    #[error("{peer} did not answer {what} within {} s", CALL_TIMEOUT.as_secs())]
+    NoAnswer { peer: String, what: String },
     #[error("{what}: {source}")]
     Dbus {
         what: String,
@@ -34,11 +42,63 @@ pub enum AttachError {
     Socket(#[from] std::io::Error),
 }
 
+/// The longest any one call to QEMU may take, and the p2p handshakes: a
+/// peer that holds `org.qemu` and never answers must not hang the sink.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn dbus_err(what: impl Into<String>) -> impl FnOnce(zbus::Error) -> AttachError {
     let what = what.into();
     move |source| AttachError::Dbus {
         what,
         source: Box::new(source),
+    }
+}
+
+fn is_timeout(err: &zbus::Error) -> bool {
+    matches!(err, zbus::Error::InputOutput(e) if e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// Like [`dbus_err`], but a call that timed out names the silent peer.
+fn call_err(peer: &str, what: impl Into<String>) -> impl FnOnce(zbus::Error) -> AttachError {
+    let (peer, what) = (peer.to_owned(), what.into());
+    move |source| {
+        if is_timeout(&source) {
+            AttachError::NoAnswer { peer, what }
+        } else {
+            dbus_err(what)(source)
+        }
+    }
+}
+
+/// Runs a p2p handshake on `socket`, which is shut down if the handshake
+/// takes longer than [`CALL_TIMEOUT`] (zbus has no handshake timeout of its
+/// own): the handshake then fails, and this says who was silent.
+fn bounded_handshake<T>(
+    socket: &UnixStream,
+    peer: &str,
+    what: &str,
+    handshake: impl FnOnce() -> zbus::Result<T>,
+) -> Result<T, AttachError> {
+    let watchdog = socket.try_clone()?;
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let timer = std::thread::Builder::new()
+        .name("handshake-timer".into())
+        .spawn(move || {
+            let late = matches!(
+                wait.recv_timeout(CALL_TIMEOUT),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            late && watchdog.shutdown(std::net::Shutdown::Both).is_ok()
+        })?;
+    let result = handshake();
+    drop(done);
+    let timed_out = timer.join().unwrap_or(false);
+    match result {
+        Ok(_) | Err(_) if timed_out => Err(AttachError::NoAnswer {
+            peer: peer.to_owned(),
+            what: what.to_owned(),
+        }),
+        other => other.map_err(dbus_err(what)),
     }
 }
 
@@ -66,31 +126,50 @@ pub struct Control {
 impl Control {
     pub fn connect(options: &AttachOptions) -> Result<Control, AttachError> {
         if let Some(path) = &options.qmp {
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            let (ours, theirs) = UnixStream::pair()?;
             Qmp::connect(path)?.add_dbus_client(theirs.as_fd())?;
             drop(theirs);
-            let connection = zbus::blocking::connection::Builder::async_io_unix_stream(ours)
-                .p2p()
-                .build()
-                .map_err(dbus_err("p2p handshake with QEMU"))?;
+            let socket = ours.try_clone()?;
+            let peer = format!("QEMU at {}", path.display());
+            let connection = bounded_handshake(&socket, &peer, "the p2p handshake", || {
+                zbus::blocking::connection::Builder::async_io_unix_stream(ours)
+                    .p2p()
+                    .method_timeout(CALL_TIMEOUT)
+                    .build()
+            })?;
             return Ok(Control {
                 connection,
                 peer: None,
             });
         }
-        let connection = match &options.bus {
-            Some(address) => zbus::blocking::connection::Builder::address(address.as_str())
-                .and_then(|b| b.build())
-                .map_err(dbus_err(format!("connecting to the bus at {address}")))?,
-            None => Connection::session().map_err(dbus_err("connecting to the session bus"))?,
+        let (builder, what) = match &options.bus {
+            Some(address) => (
+                zbus::blocking::connection::Builder::address(address.as_str()),
+                format!("connecting to the bus at {address}"),
+            ),
+            None => (
+                zbus::blocking::connection::Builder::session(),
+                "connecting to the session bus".to_owned(),
+            ),
         };
-        let vms = list_vms_on_bus(&connection)?;
-        let vm = match &options.vm {
-            None => vms.into_iter().next().ok_or(AttachError::NoVm)?,
+        let connection = builder
+            .and_then(|b| b.method_timeout(CALL_TIMEOUT).build())
+            .map_err(dbus_err(what))?;
+        let BusSurvey { vms, mut silent } = survey_bus(&connection)?;
+        let found = match &options.vm {
+            None => vms.into_iter().next(),
             Some(wanted) => vms
                 .into_iter()
-                .find(|vm| &vm.name == wanted || vm.uuid.eq_ignore_ascii_case(wanted))
-                .ok_or_else(|| AttachError::VmNotFound(wanted.clone()))?,
+                .find(|vm| &vm.name == wanted || vm.uuid.eq_ignore_ascii_case(wanted)),
+        };
+        let vm = match found {
+            Some(vm) => vm,
+            // What was not found may be the peer that did not answer: say so.
+            None if !silent.is_empty() => return Err(silent.swap_remove(0)),
+            None => match &options.vm {
+                None => return Err(AttachError::NoVm),
+                Some(wanted) => return Err(AttachError::VmNotFound(wanted.clone())),
+            },
         };
         Ok(Control {
             connection,
@@ -98,8 +177,14 @@ impl Control {
         })
     }
 
+    fn peer_name(&self) -> &str {
+        self.peer.as_deref().unwrap_or("QEMU (p2p)")
+    }
+
     fn vm(&self) -> Result<VmProxyBlocking<'static>, AttachError> {
-        let builder = VmProxyBlocking::builder(&self.connection);
+        // Read once, so no cache: it would add a match rule and a task.
+        let builder =
+            VmProxyBlocking::builder(&self.connection).cache_properties(CacheProperties::No);
         self.with_peer(builder)
             .build()
             .map_err(dbus_err("reaching QEMU's VM object"))
@@ -107,6 +192,7 @@ impl Control {
 
     pub fn console(&self, id: u32) -> Result<ConsoleProxyBlocking<'static>, AttachError> {
         let builder = ConsoleProxyBlocking::builder(&self.connection)
+            .cache_properties(CacheProperties::No)
             .path(console_path(id))
             .map_err(dbus_err("console path"))?;
         self.with_peer(builder)
@@ -128,24 +214,23 @@ impl Control {
 
     /// Describes the VM behind this control connection.
     pub fn describe(&self) -> Result<VmInfo, AttachError> {
-        fn read<T>(what: &str, r: zbus::Result<T>) -> Result<T, AttachError> {
-            r.map_err(dbus_err(format!("reading {what}")))
-        }
+        let peer = self.peer_name();
+        let read = |what: &str| call_err(peer, format!("reading {what}"));
         let vm = self.vm()?;
         let mut info = VmInfo {
             unique_name: self.peer.clone(),
-            name: read("VM Name", vm.name())?,
-            uuid: read("VM UUID", vm.uuid())?,
+            name: vm.name().map_err(read("VM Name"))?,
+            uuid: vm.uuid().map_err(read("VM UUID"))?,
             consoles: Vec::new(),
         };
-        for id in read("VM ConsoleIDs", vm.console_ids())? {
+        for id in vm.console_ids().map_err(read("VM ConsoleIDs"))? {
             let console = self.console(id)?;
             info.consoles.push(ConsoleInfo {
                 id,
-                label: read("console Label", console.label())?,
-                kind: read("console Type", console.type_())?,
-                width: read("console Width", console.width())?,
-                height: read("console Height", console.height())?,
+                label: console.label().map_err(read("console Label"))?,
+                kind: console.type_().map_err(read("console Type"))?,
+                width: console.width().map_err(read("console Width"))?,
+                height: console.height().map_err(read("console Height"))?,
             });
         }
         Ok(info)
@@ -170,28 +255,49 @@ pub struct ConsoleInfo {
     pub height: u32,
 }
 
-/// Every QEMU queued on `org.qemu`, the current owner first.
-pub fn list_vms_on_bus(connection: &Connection) -> Result<Vec<VmInfo>, AttachError> {
+/// What answered on a bus, and what did not.
+pub struct BusSurvey {
+    /// Every QEMU queued on `org.qemu` that answered, the current owner first.
+    pub vms: Vec<VmInfo>,
+    /// Why each of the others was skipped (gone since the listing, or silent).
+    pub silent: Vec<AttachError>,
+}
+
+/// Every holder of `org.qemu`, asked in queue order; each one's calls are
+/// bounded by the connection's method timeout ([`CALL_TIMEOUT`] on ours).
+pub fn survey_bus(connection: &Connection) -> Result<BusSurvey, AttachError> {
     let dbus = zbus::blocking::fdo::DBusProxy::new(connection)
         .map_err(dbus_err("reaching the bus daemon"))?;
+    let mut survey = BusSurvey {
+        vms: Vec::new(),
+        silent: Vec::new(),
+    };
     let owners = match dbus.list_queued_owners(QEMU_BUS_NAME.try_into().expect("valid name")) {
         Ok(owners) => owners,
-        Err(zbus::fdo::Error::NameHasNoOwner(_)) => return Ok(Vec::new()),
+        Err(zbus::fdo::Error::NameHasNoOwner(_)) => return Ok(survey),
         Err(err) => return Err(dbus_err("listing QEMUs on the bus")(err.into())),
     };
-    let mut vms = Vec::new();
     for owner in owners {
         let control = Control {
             connection: connection.clone(),
             peer: Some(owner.to_string()),
         };
         match control.describe() {
-            Ok(vm) => vms.push(vm),
-            // It may have exited since the listing: skip it, say so.
-            Err(err) => tracing::warn!("skipping {owner}: {err}"),
+            Ok(vm) => survey.vms.push(vm),
+            // It may have exited since the listing, or never answer: skip
+            // it, say so.
+            Err(err) => {
+                tracing::warn!("skipping {owner}: {err}");
+                survey.silent.push(err);
+            }
         }
     }
-    Ok(vms)
+    Ok(survey)
+}
+
+/// Every QEMU queued on `org.qemu` that answers, the current owner first.
+pub fn list_vms_on_bus(connection: &Connection) -> Result<Vec<VmInfo>, AttachError> {
+    Ok(survey_bus(connection)?.vms)
 }
 
 /// Waits until a QEMU named `name` is on the bus (it owns or queues for
@@ -217,9 +323,13 @@ pub fn wait_for_vm(
 }
 
 /// A listener attached to a console: keep it alive to keep receiving.
+/// Dropping it ends everything the attachment started: its watchers, and
+/// with them the last users of both connections (and their executors).
 pub struct Attached {
     pub control: Control,
     pub listener: Connection,
+    /// Tasks on the connections' own executors; dropping one cancels it.
+    _watchers: Vec<zbus::Task<()>>,
 }
 
 /// Registers a listener on console `options.console` and serves it on the
@@ -230,77 +340,95 @@ pub fn attach(
     shared: &Arc<Shared>,
 ) -> Result<Attached, AttachError> {
     let control = Control::connect(options)?;
+    let peer = control.peer_name().to_owned();
     let console = control.console(options.console)?;
     // A console that does not exist fails here, with QEMU's own error.
-    console
-        .label()
-        .map_err(|_| AttachError::NoConsole(options.console))?;
+    if let Err(err) = console.label() {
+        return Err(match call_err(&peer, "reading console Label")(err) {
+            silent @ AttachError::NoAnswer { .. } => silent,
+            _ => AttachError::NoConsole(options.console),
+        });
+    }
     let (ours, theirs) = listener_socketpair()?;
     console
         .register_listener(theirs.as_fd().into())
-        .map_err(dbus_err("RegisterListener"))?;
+        .map_err(call_err(&peer, "RegisterListener"))?;
     drop(theirs);
     // QEMU waits (its main loop blocked) for this handshake: do it at once.
-    let listener =
-        serve_listener(ours, handler, options.listener).map_err(dbus_err("listener handshake"))?;
-    tracing::info!(
-        "attached to console {} of {}",
-        options.console,
-        control.peer.as_deref().unwrap_or("QEMU (p2p)")
-    );
-    watch_console_size(console, shared.clone());
-    watch_disconnect(listener.clone(), shared.clone());
-    Ok(Attached { control, listener })
+    let socket = ours.try_clone()?;
+    let listener = bounded_handshake(&socket, &peer, "the listener handshake", || {
+        serve_listener(ours, handler, options.listener)
+    })?;
+    drop(socket);
+    tracing::info!("attached to console {} of {peer}", options.console);
+    let mut watchers = vec![watch_disconnect(&listener, shared.clone())];
+    watchers.extend(watch_console_size(&console, shared.clone()));
+    Ok(Attached {
+        control,
+        listener,
+        _watchers: watchers,
+    })
 }
 
 /// QEMU announces some size changes only as the console's `Width`/`Height`
-/// (VGA text mode): follow them.
-fn watch_console_size(console: ConsoleProxyBlocking<'static>, shared: Arc<Shared>) {
+/// (VGA text mode): follow them, for as long as the attachment lives.
+fn watch_console_size(
+    console: &ConsoleProxyBlocking<'static>,
+    shared: Arc<Shared>,
+) -> Option<zbus::Task<()>> {
+    let connection = console.inner().connection().inner().clone();
     let path = console.inner().path().to_owned();
-    let properties = zbus::blocking::fdo::PropertiesProxy::builder(console.inner().connection())
+    let destination = console.inner().destination().to_owned();
+    let properties = zbus::fdo::PropertiesProxy::builder(&connection)
         .path(path)
-        .and_then(|b| match console.inner().destination().as_str() {
+        .and_then(|b| match destination.as_str() {
             "" => Ok(b),
             dest => b.destination(dest.to_owned()),
         })
-        .and_then(|b| b.build());
+        .map(|b| b.cache_properties(CacheProperties::No));
     let properties = match properties {
         Ok(p) => p,
         Err(err) => {
             tracing::warn!("cannot follow the console's size: {err}");
-            return;
+            return None;
         }
     };
-    std::thread::Builder::new()
-        .name("console-size".into())
-        .spawn(move || {
-            // Subscribe first, then read the current size afresh, so that a
-            // change between the two is not lost.
-            let Ok(changes) = properties.receive_properties_changed() else {
-                return;
-            };
-            let read = |name: &str| {
-                let interface = "org.qemu.Display1.Console".try_into().expect("valid name");
+    let watch = async move {
+        let Ok(properties) = properties.build().await else {
+            return;
+        };
+        // Subscribe first, then read the current size afresh, so that a
+        // change between the two is not lost.
+        let Ok(mut changes) = properties.receive_properties_changed().await else {
+            return;
+        };
+        let interface = "org.qemu.Display1.Console";
+        let read = |name: &'static str| {
+            let properties = &properties;
+            async move {
+                let interface = interface.try_into().expect("valid name");
                 properties
                     .get(interface, name)
+                    .await
                     .ok()
                     .and_then(|v| u32::try_from(&*v).ok())
-            };
-            let (mut width, mut height) = (read("Width"), read("Height"));
-            apply_console_size(&shared, width, height);
-            for change in changes {
-                let Ok(args) = change.args() else { continue };
-                let get = |name: &str| {
-                    args.changed_properties()
-                        .get(name)
-                        .and_then(|v| u32::try_from(v).ok())
-                };
-                width = get("Width").or(width);
-                height = get("Height").or(height);
-                apply_console_size(&shared, width, height);
             }
-        })
-        .expect("spawning a thread");
+        };
+        let (mut width, mut height) = (read("Width").await, read("Height").await);
+        apply_console_size(&shared, width, height);
+        while let Some(change) = changes.next().await {
+            let Ok(args) = change.args() else { continue };
+            let get = |name: &str| {
+                args.changed_properties()
+                    .get(name)
+                    .and_then(|v| u32::try_from(v).ok())
+            };
+            width = get("Width").or(width);
+            height = get("Height").or(height);
+            apply_console_size(&shared, width, height);
+        }
+    };
+    Some(connection.executor().spawn(watch, "console-size"))
 }
 
 fn apply_console_size(shared: &Shared, width: Option<u32>, height: Option<u32>) {
@@ -316,13 +444,16 @@ fn apply_console_size(shared: &Shared, width: Option<u32>, height: Option<u32>) 
     }
 }
 
-fn watch_disconnect(listener: Connection, shared: Arc<Shared>) {
-    std::thread::Builder::new()
-        .name("listener-closed".into())
-        .spawn(move || {
-            listener.closed();
+/// Stops the sink's wait when QEMU closes the listener connection.
+fn watch_disconnect(listener: &Connection, shared: Arc<Shared>) -> zbus::Task<()> {
+    let connection = listener.inner().clone();
+    let executor = connection.executor().clone();
+    executor.spawn(
+        async move {
+            connection.closed().await;
             tracing::info!("QEMU closed the listener connection");
             shared.stop(StopReason::Disconnected);
-        })
-        .expect("spawning a thread");
+        },
+        "listener-closed",
+    )
 }

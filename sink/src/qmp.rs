@@ -1,7 +1,7 @@
 //! A small QMP client: enough to hand QEMU a D-Bus socket (`getfd` +
 //! `add_client`) and, for tests, to `stop` and `screendump`.
 
-use std::io::{BufRead, BufReader, IoSlice, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -24,9 +24,15 @@ pub enum QmpError {
     Json(#[from] serde_json::Error),
     #[error("QMP closed the connection")]
     Closed,
+    #[error("QMP sent a line longer than {MAX_LINE} bytes")]
+    TooLong,
     #[error("QMP {command} failed: {message}")]
     Command { command: String, message: String },
 }
+
+/// The longest QMP message taken (QEMU's replies to our commands are a few
+/// hundred bytes; a `query-*` of a large VM a few hundred KiB).
+pub const MAX_LINE: usize = 1 << 20;
 
 /// One QMP session, past the capabilities handshake.
 pub struct Qmp {
@@ -49,11 +55,7 @@ impl Qmp {
     }
 
     fn read_message(&mut self) -> Result<Value, QmpError> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(QmpError::Closed);
-        }
-        Ok(serde_json::from_str(&line)?)
+        read_line_bounded(&mut self.reader)
     }
 
     fn send(
@@ -124,5 +126,37 @@ impl Qmp {
             json!({ "protocol": "@dbus-display", "fdname": NAME }),
         )?;
         Ok(())
+    }
+}
+
+/// One newline-terminated JSON message, at most [`MAX_LINE`] bytes: a peer
+/// that never ends its line gets an error, not all of our memory.
+fn read_line_bounded(reader: &mut impl BufRead) -> Result<Value, QmpError> {
+    let mut line = Vec::new();
+    let limit = MAX_LINE as u64 + 1;
+    if reader.take(limit).read_until(b'\n', &mut line)? == 0 {
+        return Err(QmpError::Closed);
+    }
+    if line.len() > MAX_LINE {
+        return Err(QmpError::TooLong);
+    }
+    Ok(serde_json::from_slice(&line)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_at_the_limit_is_read_one_past_it_is_refused() {
+        let mut fits = vec![b' '; MAX_LINE - 3];
+        fits.extend_from_slice(b"{}\n");
+        assert!(read_line_bounded(&mut &fits[..]).is_ok());
+        let mut long = vec![b' '; MAX_LINE];
+        long.extend_from_slice(b"{}\n");
+        assert!(matches!(
+            read_line_bounded(&mut &long[..]),
+            Err(QmpError::TooLong)
+        ));
     }
 }

@@ -64,7 +64,7 @@ impl TestVm {
         let vm = TestVm::start(config);
         // QMP answers a moment before QEMU owns (or queues for) org.qemu.
         let connection = zbus::blocking::connection::Builder::address(bus_address)
-            .and_then(|b| b.build())
+            .and_then(|b| b.method_timeout(sink::attach::CALL_TIMEOUT).build())
             .expect("connecting to the test bus");
         sink::attach::wait_for_vm(&connection, name, Duration::from_secs(30))
             .expect("QEMU appears on the bus");
