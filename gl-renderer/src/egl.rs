@@ -7,6 +7,13 @@
 //! Mesa's software device (`EGL_MESA_device_software`) renders with llvmpipe
 //! on plain memory and imports exactly. So `auto` takes a device only if its
 //! renderer is real hardware, and otherwise the software device.
+//!
+//! Asking Mesa for a device can itself kill the process: with
+//! `LIBGL_ALWAYS_SOFTWARE` set, Mesa refuses a hardware device ("Not allowed
+//! to force software rendering when API explicitly selects a hardware
+//! device") and then crashes in `driCreateNewScreen3`. So that variable
+//! sends `auto` straight to the software device, and `auto` asks EGL only
+//! for devices whose kernel driver can render at all.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::path::{Path, PathBuf};
@@ -105,6 +112,70 @@ struct Device {
     handle: EglDevice,
     extensions: String,
     node: Option<PathBuf>,
+    render_node: Option<PathBuf>,
+}
+
+/// Whether `LIBGL_ALWAYS_SOFTWARE` asks for software rendering, read as
+/// Mesa reads it (unset, empty or an unknown word: no).
+pub(crate) fn software_forced() -> bool {
+    std::env::var("LIBGL_ALWAYS_SOFTWARE").is_ok_and(|v| {
+        ["1", "true", "t", "yes", "y"]
+            .iter()
+            .any(|yes| v.eq_ignore_ascii_case(yes))
+    })
+}
+
+/// Why a render node's device cannot render in hardware, asked of the
+/// kernel (never of Mesa): `None` when it may.
+fn display_only(render_node: &Path) -> Option<String> {
+    struct Card(std::fs::File);
+    impl std::os::fd::AsFd for Card {
+        fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+    impl drm::Device for Card {}
+    let card = match std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(render_node)
+    {
+        Ok(file) => Card(file),
+        Err(err) => return Some(format!("cannot open it: {err}")),
+    };
+    let driver = match drm::Device::get_driver(&card) {
+        Ok(driver) => driver.name().to_string_lossy().into_owned(),
+        Err(err) => return Some(format!("DRM_IOCTL_VERSION: {err}")),
+    };
+    match driver.as_str() {
+        // Memory and modesetting only: Mesa would take kms_swrast.
+        "vgem" | "vkms" => Some(format!("{driver} cannot render")),
+        "virtio_gpu" if !virtio_gpu_has_3d(&card.0) => {
+            Some("virtio_gpu without 3D (no virgl) cannot render".into())
+        }
+        _ => None,
+    }
+}
+
+/// `VIRTGPU_PARAM_3D_FEATURES`: whether the host gave this virtio-gpu virgl.
+fn virtio_gpu_has_3d(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct GetParam {
+        param: u64,
+        value: u64,
+    }
+    // DRM_IOCTL_VIRTGPU_GETPARAM: DRM_COMMAND_BASE (0x40) + 0x03.
+    nix::ioctl_readwrite!(virtgpu_getparam, b'd', 0x43, GetParam);
+    let mut value: i32 = 0;
+    let mut request = GetParam {
+        param: 1, // VIRTGPU_PARAM_3D_FEATURES
+        value: &mut value as *mut i32 as u64,
+    };
+    // SAFETY: the kernel writes one int through `value`, which lives until
+    // the call returns; `request` is the ioctl's exact layout.
+    let result = unsafe { virtgpu_getparam(file.as_raw_fd(), &mut request) };
+    result.is_ok() && value != 0
 }
 
 impl Device {
@@ -150,13 +221,15 @@ fn devices(egl: &Egl) -> Result<Vec<Device>, RenderError> {
         .into_iter()
         .map(|handle| {
             let extensions = string(handle, khr::EXTENSIONS).unwrap_or_default();
-            let node = string(handle, DRM_RENDER_NODE_FILE_EXT)
-                .or_else(|| string(handle, DRM_DEVICE_FILE_EXT))
-                .map(PathBuf::from);
+            let render_node = string(handle, DRM_RENDER_NODE_FILE_EXT).map(PathBuf::from);
+            let node = render_node
+                .clone()
+                .or_else(|| string(handle, DRM_DEVICE_FILE_EXT).map(PathBuf::from));
             Device {
                 handle,
                 extensions,
                 node,
+                render_node,
             }
         })
         .collect())
@@ -312,6 +385,13 @@ impl Context {
                     },
                 ))
             }
+            RenderDevice::Node(path) if software_forced() => {
+                Err(RenderError::Unsupported(format!(
+                    "LIBGL_ALWAYS_SOFTWARE is set: Mesa refuses (and may crash on) the hardware \
+                 device {}; unset it, or use --render-device software",
+                    path.display()
+                )))
+            }
             RenderDevice::Node(path) => {
                 let wanted = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                 let devices = devices(egl)?;
@@ -340,10 +420,24 @@ impl Context {
                     },
                 ))
             }
+            RenderDevice::Auto if software_forced() => {
+                tracing::info!("LIBGL_ALWAYS_SOFTWARE is set: rendering on Mesa's software device");
+                Context::open(egl, &RenderDevice::Software)
+            }
             RenderDevice::Auto => {
                 let devices = devices(egl)?;
-                for device in devices.iter().filter(|d| !d.software() && d.node.is_some()) {
+                for device in devices.iter().filter(|d| !d.software()) {
                     let node = device.node.clone();
+                    // Only a render node can be a GPU; what the kernel says
+                    // cannot render is not offered to Mesa at all.
+                    let Some(render_node) = &device.render_node else {
+                        tracing::debug!("skipping {node:?}: no render node");
+                        continue;
+                    };
+                    if let Some(why) = display_only(render_node) {
+                        tracing::debug!("skipping {}: {why}", render_node.display());
+                        continue;
+                    }
                     match Context::new(egl, PLATFORM_DEVICE_EXT, device.handle) {
                         Ok(ctx) => {
                             let renderer = probe(&ctx)?;

@@ -19,6 +19,7 @@ pub mod dmabuf;
 pub mod fake_qemu;
 pub mod lab;
 pub mod picture;
+pub mod silent_peer;
 pub mod sink_run;
 pub mod udmabuf;
 pub mod vdmabuf;

@@ -9,27 +9,12 @@ use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
+use tests::silent_peer::silent_peer;
 use tests::*;
 
 /// Long enough for the sink's per-call bound (5 s) plus start-up, far
 /// shorter than "forever".
 const BOUND: Duration = Duration::from_secs(20);
-
-/// A bus client that owns (or queues for) `org.qemu` and reads nothing:
-/// no object server, so calls to it are never answered.
-fn silent_peer(bus: &str) -> (zbus::blocking::Connection, String) {
-    let connection = zbus::blocking::connection::Builder::address(bus)
-        .and_then(|b| b.build())
-        .expect("connecting the silent peer");
-    let dbus = zbus::blocking::fdo::DBusProxy::new(&connection).expect("bus daemon proxy");
-    dbus.request_name(
-        dbus_interfaces::QEMU_BUS_NAME.try_into().unwrap(),
-        zbus::fdo::RequestNameFlags::AllowReplacement.into(),
-    )
-    .expect("RequestName org.qemu");
-    let name = connection.unique_name().expect("a unique name").to_string();
-    (connection, name)
-}
 
 fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
