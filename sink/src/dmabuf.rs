@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
+use dbus_interfaces::validate::check_stride;
 use dbus_interfaces::{DmabufScanout, InvalidInput};
 
 /// `DMA_BUF_MAGIC` from `<linux/magic.h>`: the dmabuf file system.
@@ -62,12 +63,8 @@ pub fn check_scanout(scanout: &DmabufScanout) -> Result<BufferKey, InvalidInput>
         let needed = match (bpp, scanout.planes.len()) {
             (Some(bpp), 1) => {
                 let row = u64::from(scanout.backing_width) * bpp as u64;
-                if u64::from(plane.stride) < row {
-                    return Err(invalid(format!(
-                        "stride {} below {} x {bpp} bytes",
-                        plane.stride, scanout.backing_width
-                    )));
-                }
+                check_stride(plane.stride, scanout.backing_width, bpp as u32)
+                    .map_err(|why| invalid(why.to_string()))?;
                 u64::from(plane.offset)
                     + u64::from(plane.stride) * u64::from(scanout.backing_height - 1)
                     + row
