@@ -20,7 +20,7 @@ pub use listener::{
 };
 pub use map::SharedMap;
 pub use release::Release;
-pub use validate::{InvalidInput, Layout, Pixels, Rect, MAX_SURFACE_DIM};
+pub use validate::{InvalidInput, Layout, Pixels, Rect, MAX_CURSOR_DIM, MAX_SURFACE_DIM};
 
 /// The well-known name QEMU owns on a bus (later QEMUs queue behind the first).
 pub const QEMU_BUS_NAME: &str = "org.qemu";

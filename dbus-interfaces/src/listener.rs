@@ -16,11 +16,8 @@ use zbus::interface;
 
 use crate::map::SharedMap;
 use crate::release::Release;
-use crate::validate::{self, check_size, InvalidInput, Layout, Pixels};
+use crate::validate::{self, check_cursor, check_size, InvalidInput, Layout, Pixels};
 use crate::{LISTENER_PATH, MAP_INTERFACE, SCANOUT_DMABUF2_INTERFACE};
-
-/// The largest cursor image accepted (QEMU's are 64x64 or smaller).
-pub const MAX_CURSOR_DIM: i32 = 1024;
 
 /// QEMU gives up on an `UpdateDMABUF` answer after 1 s; the listener answers
 /// on its own this long after the call if the frame's release has not come.
@@ -261,26 +258,15 @@ impl Listener {
     }
 
     async fn cursor_define(&self, width: i32, height: i32, hot_x: i32, hot_y: i32, data: &[u8]) {
-        let bad = InvalidInput::BadCursor {
-            width,
-            height,
-            len: data.len(),
-        };
-        let ok_dim = |d: i32| (1..=MAX_CURSOR_DIM).contains(&d);
-        let event = if ok_dim(width)
-            && ok_dim(height)
-            && data.len() >= width as usize * height as usize * 4
-        {
-            Ok(ListenerEvent::CursorDefine(Cursor {
-                width: width as u32,
-                height: height as u32,
+        let event = check_cursor(width, height, data.len()).map(|(width, height)| {
+            ListenerEvent::CursorDefine(Cursor {
+                width,
+                height,
                 hot_x,
                 hot_y,
                 data,
-            }))
-        } else {
-            Err(bad)
-        };
+            })
+        });
         deliver_or_reject(&self.handler, "CursorDefine", event);
     }
 

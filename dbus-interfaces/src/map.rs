@@ -1,52 +1,37 @@
-//! `ScanoutMap`'s shared memory: checked against the fd's size before it is
-//! mapped, mapped read-only from the page that holds `offset`.
+//! `ScanoutMap`'s shared memory: checked against the fd's size when it
+//! comes, and read with `pread`, never mapped. QEMU does not seal its surface
+//! memfds against shrinking (QEMU 10: `F_SEAL_SEAL` only): a mapping of a
+//! file truncated later faults (SIGBUS) where `pread` returns short.
 
-use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
-use std::ptr::NonNull;
 
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::stat::fstat;
 
 use crate::validate::{InvalidInput, Layout};
 
-/// A read-only shared mapping of a QEMU display surface.
+/// A QEMU display surface in shared memory.
 ///
 /// QEMU keeps writing into it (tearing is possible, as with any shared
 /// surface); the sink only reads rows that [`Layout`] says are there.
 #[derive(Debug)]
 pub struct SharedMap {
-    base: NonNull<libc::c_void>,
-    map_len: NonZeroUsize,
-    /// Where the image starts within the mapping (`offset` minus the page start).
-    start: usize,
-    len: usize,
+    fd: OwnedFd,
+    offset: u64,
     pub layout: Layout,
-    /// Kept open for as long as the mapping lives (and for a KMS import later).
-    _fd: OwnedFd,
 }
-
-// SAFETY: the mapping is only read, through `&self`, and unmapped on drop;
-// moving it between threads is as safe as moving a `Box<[u8]>`.
-unsafe impl Send for SharedMap {}
-// SAFETY: see above: all access is read-only.
-unsafe impl Sync for SharedMap {}
 
 fn map_err(what: &str, err: impl std::fmt::Display) -> InvalidInput {
     InvalidInput::Map(format!("{what}: {err}"))
 }
 
 impl SharedMap {
-    /// Maps `layout.min_len()` bytes of `fd` from `offset`, after checking
-    /// that the file is at least that long (a shorter file would SIGBUS).
+    /// Takes `fd` as the surface `layout` at `offset`, after checking that the
+    /// file is at least that long.
     pub fn new(fd: OwnedFd, offset: u32, layout: Layout) -> Result<SharedMap, InvalidInput> {
         let stat = fstat(fd.as_fd()).map_err(|e| map_err("fstat", e))?;
         if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(map_err("fd", "not a regular file or memfd"));
         }
-        // QEMU 10 seals its surface memfds with F_SEAL_SEAL only (seen: seals
-        // = 1), not F_SEAL_SHRINK: the size check below holds unless QEMU
-        // itself truncates the file later, which it never does.
         let file_len = u64::try_from(stat.st_size).unwrap_or(0);
         let needed = u64::from(offset) + layout.min_len();
         if file_len < needed {
@@ -55,58 +40,42 @@ impl SharedMap {
                 layout.width, layout.height, layout.stride
             )));
         }
-        let page = page_size();
-        let start = offset as usize % page;
-        let map_offset = offset as usize - start;
-        let len = usize::try_from(layout.min_len()).map_err(|e| map_err("size", e))?;
-        let map_len = NonZeroUsize::new(start + len).ok_or_else(|| map_err("size", "zero"))?;
-        // SAFETY: a fresh read-only shared mapping of a file we checked to be
-        // long enough; nothing else aliases it as Rust memory.
-        let base = unsafe {
-            mmap(
-                None,
-                map_len,
-                ProtFlags::PROT_READ,
-                MapFlags::MAP_SHARED,
-                fd.as_fd(),
-                map_offset as libc::off_t,
-            )
-        }
-        .map_err(|e| map_err("mmap", e))?;
         Ok(SharedMap {
-            base,
-            map_len,
-            start,
-            len,
+            fd,
+            offset: u64::from(offset),
             layout,
-            _fd: fd,
         })
     }
 
-    /// The image bytes: at least `layout.min_len()`.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `base` maps `start + len` readable bytes for our lifetime.
-        unsafe {
-            std::slice::from_raw_parts(self.base.as_ptr().cast::<u8>().add(self.start), self.len)
+    /// Reads rows `first..first + count` into `buf` (resized to hold them,
+    /// `stride` apart, the last without its padding). Fails, instead of
+    /// faulting, when QEMU shrank the file since.
+    pub fn read_rows(&self, first: u32, count: u32, buf: &mut Vec<u8>) -> Result<(), InvalidInput> {
+        let l = &self.layout;
+        if count == 0 || u64::from(first) + u64::from(count) > u64::from(l.height) {
+            return Err(map_err("rows", format!("{first}+{count} of {}", l.height)));
         }
-    }
-}
-
-impl Drop for SharedMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the region `mmap` returned, once.
-        if let Err(err) = unsafe { munmap(self.base, self.map_len.get()) } {
-            tracing::warn!("munmap of a ScanoutMap surface failed: {err}");
+        let len = l.stride as usize * (count as usize - 1) + l.row_bytes();
+        buf.resize(len, 0);
+        let mut done = 0;
+        let start = self.offset + u64::from(first) * u64::from(l.stride);
+        while done < len {
+            let at = i64::try_from(start + done as u64).map_err(|e| map_err("offset", e))?;
+            match nix::sys::uio::pread(self.fd.as_fd(), &mut buf[done..], at) {
+                Ok(0) => {
+                    let now = fstat(self.fd.as_fd()).map_or(-1, |s| s.st_size);
+                    return Err(InvalidInput::Map(format!(
+                        "the file shrank to {now} bytes under the {}x{} surface",
+                        l.width, l.height
+                    )));
+                }
+                Ok(n) => done += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(map_err("pread", e)),
+            }
         }
+        Ok(())
     }
-}
-
-fn page_size() -> usize {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|v| usize::try_from(v).ok())
-        .unwrap_or(4096)
 }
 
 #[cfg(test)]
@@ -129,7 +98,12 @@ mod tests {
         bytes[4100..4116].copy_from_slice(&[7; 16]);
         let layout = Layout::new(2, 2, 8, PIXMAN_X8R8G8B8).unwrap();
         let map = SharedMap::new(memfd_with(&bytes), 4100, layout).unwrap();
-        assert_eq!(map.bytes(), &[7; 16]);
+        let mut buf = Vec::new();
+        map.read_rows(0, 2, &mut buf).unwrap();
+        assert_eq!(buf, [7; 16]);
+        map.read_rows(1, 1, &mut buf).unwrap();
+        assert_eq!(buf, [7; 8]);
+        assert!(map.read_rows(1, 2, &mut buf).is_err());
     }
 
     #[test]
@@ -140,6 +114,18 @@ mod tests {
         // Long enough without the offset, too short with it.
         let err = SharedMap::new(memfd_with(&[0; 40_000]), 8, layout).unwrap_err();
         assert!(matches!(err, InvalidInput::Map(_)));
+    }
+
+    #[test]
+    fn a_file_shrunk_after_the_map_fails_to_read() {
+        let layout = Layout::new(16, 16, 64, PIXMAN_X8R8G8B8).unwrap();
+        let fd = memfd_with(&[1; 1024]);
+        let map = SharedMap::new(fd.try_clone().unwrap(), 0, layout).unwrap();
+        nix::unistd::ftruncate(&fd, 100).unwrap();
+        let mut buf = Vec::new();
+        let err = map.read_rows(0, 16, &mut buf).unwrap_err();
+        assert!(err.to_string().contains("shrank to 100 bytes"), "{err}");
+        assert!(map.read_rows(0, 1, &mut buf).is_ok());
     }
 
     #[test]

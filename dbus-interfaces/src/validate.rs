@@ -7,6 +7,14 @@ use crate::format::{self, PixelFormat};
 /// No surface, update or buffer may be larger than this in either direction.
 pub const MAX_SURFACE_DIM: u32 = 16384;
 
+/// The most padding a row may have beyond its pixels (the same for 2D
+/// surfaces, shared memory and DMA-BUFs).
+pub use dmabuf::MAX_ROW_PADDING;
+
+/// The largest cursor image accepted in either direction (QEMU's are 64x64
+/// or smaller).
+pub const MAX_CURSOR_DIM: u32 = 1024;
+
 /// Why a message from QEMU was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {
@@ -16,6 +24,12 @@ pub enum InvalidInput {
     BadSize { width: u32, height: u32 },
     #[error("stride {stride} is below width {width} x {bytes_per_pixel} bytes per pixel")]
     StrideTooSmall {
+        stride: u32,
+        width: u32,
+        bytes_per_pixel: u32,
+    },
+    #[error("stride {stride} is over width {width} x {bytes_per_pixel} bytes per pixel + {MAX_ROW_PADDING} bytes of padding")]
+    StrideTooLarge {
         stride: u32,
         width: u32,
         bytes_per_pixel: u32,
@@ -53,7 +67,7 @@ pub enum InvalidInput {
     Dmabuf(String),
     #[error("DMA-BUF: {0}")]
     Buffer(#[from] dmabuf::DmabufError),
-    #[error("cursor {width}x{height} is zero or over 512x512, or its data is {len} bytes")]
+    #[error("cursor {width}x{height} is zero or over {MAX_CURSOR_DIM}x{MAX_CURSOR_DIM}, or its data is {len} bytes")]
     BadCursor { width: i32, height: i32, len: usize },
 }
 
@@ -120,6 +134,40 @@ impl Rect {
     }
 }
 
+/// Checks a cursor image as QEMU sends it (`ii` size, then ARGB words).
+pub fn check_cursor(width: i32, height: i32, len: usize) -> Result<(u32, u32), InvalidInput> {
+    let dim = |d: i32| {
+        u32::try_from(d)
+            .ok()
+            .filter(|d| (1..=MAX_CURSOR_DIM).contains(d))
+    };
+    match (dim(width), dim(height)) {
+        (Some(w), Some(h)) if len >= w as usize * h as usize * 4 => Ok((w, h)),
+        _ => Err(InvalidInput::BadCursor { width, height, len }),
+    }
+}
+
+/// Checks a stride against its row: at least the row, at most the row plus
+/// [`MAX_ROW_PADDING`].
+pub fn check_stride(stride: u32, width: u32, bytes_per_pixel: u32) -> Result<(), InvalidInput> {
+    let row = u64::from(width) * u64::from(bytes_per_pixel);
+    if u64::from(stride) < row {
+        return Err(InvalidInput::StrideTooSmall {
+            stride,
+            width,
+            bytes_per_pixel,
+        });
+    }
+    if u64::from(stride) > row + u64::from(MAX_ROW_PADDING) {
+        return Err(InvalidInput::StrideTooLarge {
+            stride,
+            width,
+            bytes_per_pixel,
+        });
+    }
+    Ok(())
+}
+
 /// Checks a surface size against the cap.
 pub fn check_size(width: u32, height: u32) -> Result<(), InvalidInput> {
     if width == 0 || height == 0 || width > MAX_SURFACE_DIM || height > MAX_SURFACE_DIM {
@@ -153,13 +201,7 @@ impl Layout {
         format: PixelFormat,
     ) -> Result<Layout, InvalidInput> {
         check_size(width, height)?;
-        if u64::from(stride) < u64::from(width) * u64::from(format.bytes_per_pixel) {
-            return Err(InvalidInput::StrideTooSmall {
-                stride,
-                width,
-                bytes_per_pixel: format.bytes_per_pixel,
-            });
-        }
+        check_stride(stride, width, format.bytes_per_pixel)?;
         Ok(Layout {
             width,
             height,
@@ -242,6 +284,31 @@ mod tests {
         ));
         assert!(Layout::new(16384, 16384, 65536, PIXMAN_X8R8G8B8).is_ok());
         assert!(Layout::new(10, 10, 20, PIXMAN_R5G6B5).is_ok());
+    }
+
+    #[test]
+    fn strides_are_bounded_by_the_row_and_its_padding() {
+        assert!(Layout::new(640, 480, 2560 + MAX_ROW_PADDING, PIXMAN_X8R8G8B8).is_ok());
+        assert!(matches!(
+            Layout::new(640, 480, 2561 + MAX_ROW_PADDING, PIXMAN_X8R8G8B8),
+            Err(InvalidInput::StrideTooLarge { .. })
+        ));
+        // The largest surface's rows: no overflow at the top of the range.
+        assert!(Layout::new(16384, 1, u32::MAX, PIXMAN_X8R8G8B8).is_err());
+        assert!(check_stride(u32::MAX, 16384, 4).is_err());
+        assert!(check_stride(65536 + MAX_ROW_PADDING, 16384, 4).is_ok());
+    }
+
+    #[test]
+    fn cursors_up_to_the_cap_and_the_message_names_it() {
+        let full = |w: i32, h: i32| (w * h * 4) as usize;
+        assert_eq!(check_cursor(1024, 1024, full(1024, 1024)), Ok((1024, 1024)));
+        assert_eq!(check_cursor(1, 1, 4), Ok((1, 1)));
+        for (w, h) in [(1025, 1), (1, 1025), (0, 1), (-1, 4), (i32::MIN, 1)] {
+            let err = check_cursor(w, h, usize::MAX).unwrap_err();
+            assert!(err.to_string().contains("over 1024x1024"), "{err}");
+        }
+        assert!(check_cursor(8, 8, full(8, 8) - 1).is_err());
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub use rect::Rect;
 
 /// `DMA_BUF_MAGIC` from `<linux/magic.h>`: the dmabuf file system.
 const DMA_BUF_MAGIC: i64 = 0x444d_4142;
+/// The most padding a row may have beyond its pixels. Real layouts pad to
+/// an alignment (pixman 4 bytes, GPUs 64 to 4096); a stride far beyond the
+/// row only makes the sink address (and read) memory that holds no picture.
+pub const MAX_ROW_PADDING: u32 = 64 * 1024;
 /// DRM formats have at most four planes.
 pub const MAX_PLANES: usize = 4;
 
@@ -33,6 +37,14 @@ pub enum DmabufError {
     PlaneCount(usize),
     #[error("stride {stride} below {width} x {bytes_per_pixel} bytes")]
     StrideTooSmall {
+        stride: u32,
+        width: u32,
+        bytes_per_pixel: u32,
+    },
+    #[error(
+        "stride {stride} over {width} x {bytes_per_pixel} bytes + {MAX_ROW_PADDING} of padding"
+    )]
+    StrideTooLarge {
         stride: u32,
         width: u32,
         bytes_per_pixel: u32,
@@ -116,6 +128,13 @@ impl<F: AsFd> Dmabuf<F> {
                     let row = u64::from(self.width) * u64::from(bpp);
                     if u64::from(plane.stride) < row {
                         return Err(DmabufError::StrideTooSmall {
+                            stride: plane.stride,
+                            width: self.width,
+                            bytes_per_pixel: bpp,
+                        });
+                    }
+                    if u64::from(plane.stride) > row + u64::from(MAX_ROW_PADDING) {
+                        return Err(DmabufError::StrideTooLarge {
                             stride: plane.stride,
                             width: self.width,
                             bytes_per_pixel: bpp,

@@ -434,12 +434,15 @@ fn watch_console_size(
 fn apply_console_size(shared: &Shared, width: Option<u32>, height: Option<u32>) {
     if let (Some(w), Some(h)) = (width, height) {
         if dbus_interfaces::validate::check_size(w, h).is_ok() {
-            shared.modify(|s| {
-                if s.surface.set_console_size(w, h) {
+            let mut painter = shared.painter();
+            if painter.set_console_size(w, h) {
+                painter.prepare();
+                shared.modify(|s| {
+                    painter.publish(&mut s.surface);
                     s.generation += 1;
                     s.surface_changes += 1;
-                }
-            });
+                });
+            }
         }
     }
 }

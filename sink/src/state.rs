@@ -1,16 +1,18 @@
 //! What the D-Bus source and an output share: the 2D surface, the queue of
 //! DMA-BUF events, a change counter and why to stop, behind one lock with
-//! one condition variable.
+//! one condition variable. The 2D picture is painted beside it, under a lock
+//! of the source's own (the [`Painter`]), and only swapped in under this one.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
+use capture::RgbaFrame;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::frame::{push_bounded, DmabufEvent};
-use crate::surface::Surface;
+use crate::surface::{Painter, Surface};
 
 /// Why the sink is stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,9 @@ impl SinkState {
 #[derive(Debug, Default)]
 pub struct Shared {
     state: Mutex<SinkState>,
+    /// The D-Bus side's picture. Lock order: this one, then `state`; an
+    /// output never takes it.
+    painter: Mutex<Painter>,
     changed: Condvar,
     /// Also signalled on every change, for an output that polls other fds
     /// (the DRM card's events) beside the state: see [`Shared::wake_fd`].
@@ -72,6 +77,24 @@ impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, SinkState> {
         // A panic elsewhere leaves plain data behind: keep going with it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The D-Bus side's picture, painted outside the state's lock.
+    pub fn painter(&self) -> MutexGuard<'_, Painter> {
+        self.painter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the current 2D picture, with the cursor if `cursor`,
+    /// whatever the output took (for tests and tools). False before the
+    /// first scanout.
+    pub fn render_now(&self, frame: &mut RgbaFrame, cursor: bool) -> bool {
+        if !self.painter().copy_to(frame) {
+            return false;
+        }
+        if let Some(c) = self.lock().surface.cursor_overlay().filter(|_| cursor) {
+            frame.blend_argb(c.x, c.y, c.width, c.height, c.argb);
+        }
+        true
     }
 
     /// Runs `f` on the state and wakes the output.
@@ -113,11 +136,13 @@ impl Shared {
     /// and queued frames (releasing them), keeps the counters, and clears
     /// the stop unless it was a signal. Returns whether to go on.
     pub fn forget_source(&self) -> bool {
+        let mut painter = self.painter();
         self.modify(|s| {
             if matches!(s.stop, Some(StopReason::Signal(_))) {
                 return false;
             }
             s.stop = None;
+            painter.forget();
             s.surface = Surface::default();
             s.dmabuf.clear();
             true

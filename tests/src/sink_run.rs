@@ -92,13 +92,18 @@ impl Sink {
         self.finish(child)
     }
 
-    /// Kills it and returns its log so far (for a failing test's message).
+    /// Kills it and returns its log so far (for a failing test's message),
+    /// after how it ended if it had already exited.
     pub fn abort(mut self) -> String {
+        let mut ended = String::new();
         if let Some(mut child) = self.child.take() {
+            if let Ok(Some(status)) = child.try_wait() {
+                ended = format!("qemu-sink had already exited: {status}\n");
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.log.take().unwrap().join().unwrap()
+        ended + &self.log.take().unwrap().join().unwrap()
     }
 
     /// Waits for it to exit by itself (0), at most `timeout`; its log.

@@ -95,7 +95,7 @@ fn xrgb_pattern(width: u32, height: u32) -> Vec<u8> {
 
 fn rendered(shared: &Shared) -> RgbaFrame {
     let mut frame = RgbaFrame::default();
-    assert!(shared.lock().surface.render(&mut frame, false));
+    assert!(shared.render_now(&mut frame, false));
     frame
 }
 
@@ -281,7 +281,7 @@ fn cursor_define_and_mouse_set_are_composited_with_cursor_on() {
     listener.mouse_set(4, 5, 1).unwrap();
     qemu.barrier();
     let mut frame = RgbaFrame::default();
-    assert!(shared.lock().surface.render(&mut frame, true));
+    assert!(shared.render_now(&mut frame, true));
     let px = |frame: &RgbaFrame, x: u32, y: u32| {
         let i = ((y * 8 + x) * 4) as usize;
         [frame.pixels[i], frame.pixels[i + 1], frame.pixels[i + 2]]
@@ -294,7 +294,7 @@ fn cursor_define_and_mouse_set_are_composited_with_cursor_on() {
     // Hidden pointer: no cursor.
     listener.mouse_set(4, 5, 0).unwrap();
     qemu.barrier();
-    assert!(shared.lock().surface.render(&mut frame, true));
+    assert!(shared.render_now(&mut frame, true));
     assert_eq!(px(&frame, 4, 5), [0, 0, 0]);
 }
 

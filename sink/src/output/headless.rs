@@ -12,6 +12,7 @@ use gl_renderer::RenderDevice;
 
 use crate::output::gl_capture::{GlCapture, GlCaptureError, Latest};
 use crate::state::{Shared, StopReason};
+use crate::surface::SurfacePicture;
 
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
@@ -169,6 +170,8 @@ pub fn run_capture_with(
     let deadline = options.timeout.map(|t| Instant::now() + t);
     let mut next_table = options.latency_interval.map(|i| Instant::now() + i);
     let mut frame = RgbaFrame::default();
+    // The 2D picture as taken from the source, without the cursor.
+    let mut picture = SurfacePicture::default();
     let mut batch = VecDeque::new();
     // The cursor, copied out of the shared state for DMA-BUF pictures.
     let mut cursor_argb = Vec::new();
@@ -217,13 +220,13 @@ pub fn run_capture_with(
             state = shared.wait(state, wake);
         };
         std::mem::swap(&mut batch, &mut state.dmabuf);
-        // Render 2D under the lock (one pass over the pixels); DMA-BUFs and
-        // PNG encoding outside it.
+        // Take the 2D picture under the lock (a swap); compose it, DMA-BUFs
+        // and PNG encoding outside it.
         // (A DMA-BUF batch moves the generation too; without a 2D surface
-        // the render below is a no-op that returns false.)
+        // there is no picture to take.)
         let surface_changed = state.generation != seen_generation;
         seen_generation = state.generation;
-        let have_surface = surface_changed && state.surface.render(&mut frame, options.cursor);
+        let have_surface = surface_changed && state.surface.take_picture(&mut picture);
         if have_surface {
             showing = Showing::Surface;
         }
@@ -234,6 +237,9 @@ pub fn run_capture_with(
                 .map(|c| c.to_owned_overlay(&mut cursor_argb));
         }
         drop(state);
+        if have_surface {
+            picture.compose(&mut frame, cursor_at.map(|at| (at, &cursor_argb[..])));
+        }
         if !batch.is_empty() {
             showing = after(showing, gl.handle(&mut batch)?, have_surface);
         }
@@ -250,10 +256,13 @@ pub fn run_capture_with(
     // Once more on the way out: the file holds the very last state.
     let mut state = shared.lock();
     std::mem::swap(&mut batch, &mut state.dmabuf);
-    let have_surface = state.surface.render(&mut frame, options.cursor);
+    let have_surface = state.surface.take_picture(&mut picture);
     let (updates, rejected) = (state.updates, state.rejected);
     gl.log.stats.deadline_answers = state.deadline_answers;
     drop(state);
+    if have_surface {
+        picture.compose(&mut frame, cursor_at.map(|at| (at, &cursor_argb[..])));
+    }
     if !batch.is_empty() {
         showing = after(showing, gl.handle(&mut batch)?, have_surface);
     }

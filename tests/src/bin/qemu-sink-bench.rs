@@ -99,6 +99,101 @@ fn map_ingest((w, h): (u32, u32), frames: u64) -> anyhow::Result<f64> {
     Ok(mb_per_s(frames * u64::from(w * h * 4), start.elapsed()))
 }
 
+/// The cost of reading shared memory with `pread` (a file QEMU shrinks
+/// cannot fault it) for one full-frame `UpdateMap`: read and decoded by the
+/// painter, against decoding straight from a mapping of the same memfd (how
+/// it was read before). Milliseconds per frame: (pread, mmap).
+fn map_read_cost((w, h): (u32, u32), rounds: u32) -> anyhow::Result<(f64, f64)> {
+    use dbus_interfaces::{Layout, Rect, SharedMap};
+    let len = (w * h * 4) as usize;
+    let memfd = nix::sys::memfd::memfd_create("bench", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    nix::unistd::ftruncate(&memfd, len as i64)?;
+    nix::sys::uio::pwrite(&memfd, &test_picture(w, h).pixels, 0)?;
+    let layout = Layout::new(w, h, w * 4, PIXMAN_X8R8G8B8)?;
+    let mut painter = sink::surface::Painter::default();
+    painter.scanout_map(SharedMap::new(memfd.try_clone()?, 0, layout)?)?;
+    let all = Rect::from_wire(0, 0, w as i32, h as i32)?;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        painter.update_map(all)?;
+    }
+    let pread = start.elapsed().as_secs_f64() / f64::from(rounds);
+    // SAFETY: a private read-only mapping of our own memfd, not shrunk
+    // while mapped, unmapped below.
+    let base = unsafe {
+        nix::sys::mman::mmap(
+            None,
+            std::num::NonZeroUsize::new(len).context("empty")?,
+            nix::sys::mman::ProtFlags::PROT_READ,
+            nix::sys::mman::MapFlags::MAP_SHARED,
+            memfd.as_fd(),
+            0,
+        )?
+    };
+    // SAFETY: `len` readable bytes at `base` until the munmap below.
+    let mapped = unsafe { std::slice::from_raw_parts(base.as_ptr().cast::<u8>(), len) };
+    let mut frame = RgbaFrame::default();
+    frame.reset(w, h);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for y in 0..h {
+            let row = &mapped[(y * w * 4) as usize..((y + 1) * w * 4) as usize];
+            capture::decode_row(drm_fourcc::DrmFourcc::Xrgb8888, row, frame.row_mut(y))?;
+        }
+        black_box(&frame);
+    }
+    let mmap = start.elapsed().as_secs_f64() / f64::from(rounds);
+    // SAFETY: the region mapped above, once.
+    unsafe { nix::sys::mman::munmap(base, len)? };
+    Ok((pread * 1e3, mmap * 1e3))
+}
+
+/// How long the shared lock is held for one full-frame 2D `Update`: now a
+/// swap by the source (publish) and one by the output (take), against the
+/// full decode an output did under the lock before (measured here on the
+/// same frame). Microseconds: (now, before).
+fn lock_hold((w, h): (u32, u32), rounds: u32) -> anyhow::Result<(f64, f64)> {
+    use dbus_interfaces::{Layout, Pixels};
+    let shared = Shared::default();
+    let picture = test_picture(w, h);
+    let layout = Layout::new(w, h, w * 4, PIXMAN_X8R8G8B8)?;
+    let pixels = Pixels::new(layout, &picture.pixels)?;
+    let mut mine = sink::surface::SurfacePicture::default();
+    shared.painter().scanout(&pixels);
+    let mut held = Duration::ZERO;
+    for _ in 0..rounds {
+        let mut painter = shared.painter();
+        painter.update(0, 0, &pixels)?;
+        painter.prepare();
+        let start = Instant::now();
+        shared.modify(|s| painter.publish(&mut s.surface));
+        held += start.elapsed();
+        drop(painter);
+        let start = Instant::now();
+        let mut state = shared.lock();
+        let live = state.surface.take_picture(&mut mine);
+        drop(state);
+        held += start.elapsed();
+        anyhow::ensure!(live, "no picture taken");
+    }
+    let now = held.as_secs_f64() / f64::from(rounds);
+    let mut frame = RgbaFrame::default();
+    frame.reset(w, h);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for y in 0..h {
+            capture::decode_row(
+                drm_fourcc::DrmFourcc::Xrgb8888,
+                pixels.row(y),
+                frame.row_mut(y),
+            )?;
+        }
+        black_box(&frame);
+    }
+    let before = start.elapsed().as_secs_f64() / f64::from(rounds);
+    Ok((now * 1e6, before * 1e6))
+}
+
 /// A picture with some structure (gradients and noise), as a screen has.
 fn test_picture(w: u32, h: u32) -> RgbaFrame {
     let mut frame = RgbaFrame::default();
@@ -262,6 +357,22 @@ fn main() -> anyhow::Result<()> {
             "MB/s",
             memcpy,
             ">= 0.25 x memcpy",
+        ));
+        let (pread, mmap) = map_read_cost(size, if quick { 3 } else { 30 })?;
+        figures.push(Figure::new(
+            format!("Unix.Map full-frame read {label} (pread)"),
+            pread,
+            "ms",
+            mmap,
+            "<= 2 x decoding from a mapping",
+        ));
+        let (now, before) = lock_hold(size, if quick { 3 } else { 30 })?;
+        figures.push(Figure::new(
+            format!("2D lock hold per full Update {label}"),
+            now,
+            "us",
+            before,
+            "<= 0.01 x the decode under the lock before",
         ));
         let map = map_ingest(size, frames * 10).context("Unix.Map ingest")?;
         figures.push(Figure::new(

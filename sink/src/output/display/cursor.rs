@@ -95,6 +95,11 @@ impl Cursor {
         self.plane.is_none() && self.shape.is_some()
     }
 
+    /// The cursor as last copied from the source, to draw into a picture.
+    pub fn copy(&self) -> Option<crate::surface::CursorCopy<'_>> {
+        self.shape.map(|at| (at, &self.argb[..]))
+    }
+
     /// The source's cursor: copied (a change of image is written to the
     /// plane's buffer; a move alone writes nothing).
     pub fn update(&mut self, overlay: Option<crate::surface::CursorOverlay<'_>>) {

@@ -217,6 +217,9 @@ enum Next {
 /// The 2D console: rendered from the shared state, uploaded to a texture.
 #[derive(Default)]
 struct Surface2d {
+    /// As the source painted it, without the cursor.
+    picture: crate::surface::SurfacePicture,
+    /// With the cursor when GL draws it.
     frame: ::capture::RgbaFrame,
     texture: Option<gl_renderer::Texture>,
     /// The source's surface change counter last seen.
@@ -380,12 +383,13 @@ impl Display {
                 self.cursor.upload(&mut self.renderer);
                 self.slots.enqueue_if_idle(Next::Again);
             }
+            // The 2D picture is taken under the lock (a swap), composed
+            // with the cursor outside it.
+            let mut compose_2d = false;
             if state.surface_changes != self.surface.seen || redraw_2d {
                 self.surface.seen = state.surface_changes;
-                let cursor_in_picture = !self.cursor.on_plane();
-                self.surface.live = state
-                    .surface
-                    .render(&mut self.surface.frame, cursor_in_picture);
+                self.surface.live = state.surface.take_picture(&mut self.surface.picture);
+                compose_2d = self.surface.live;
                 if self.surface.live {
                     self.counters.cpu_bytes += self.surface.frame.pixels.len() as u64;
                 }
@@ -396,6 +400,14 @@ impl Display {
                 }
             }
             drop(state);
+            if compose_2d {
+                let cursor = (!self.cursor.on_plane())
+                    .then(|| self.cursor.copy())
+                    .flatten();
+                self.surface
+                    .picture
+                    .compose(&mut self.surface.frame, cursor);
+            }
             self.take(&mut batch);
 
             if self.link != Link::Lit {
