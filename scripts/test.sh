@@ -23,6 +23,9 @@ cargo test --workspace --all-features
 echo "== benchmarks (quick: every line produced, not the numbers)"
 bash scripts/bench.sh --quick
 
+echo "== fuzz (short: every target builds and runs its corpus and a few seconds more)"
+bash scripts/fuzz.sh 5
+
 echo "== lab tests"
 bash scripts/lab/test.sh
 

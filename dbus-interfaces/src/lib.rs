@@ -15,6 +15,7 @@ pub mod qemu_side;
 
 pub use format::PixelFormat;
 pub use listener::{
+    check_cursor_define, check_plane_counts, check_scanout, check_update, dmabuf_scanout,
     listener_socketpair, serve_listener, Cursor, DmabufScanout, ListenerEvent, ListenerHandler,
     ListenerOptions,
 };

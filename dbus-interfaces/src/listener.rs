@@ -160,9 +160,8 @@ pub struct Listener {
 #[interface(name = "org.qemu.Display1.Listener", spawn = false)]
 impl Listener {
     async fn scanout(&self, width: u32, height: u32, stride: u32, pixman_format: u32, data: &[u8]) {
-        let event = Layout::new(width, height, stride, pixman_format)
-            .and_then(|layout| Pixels::new(layout, data))
-            .map(ListenerEvent::Scanout);
+        let event =
+            check_scanout(width, height, stride, pixman_format, data).map(ListenerEvent::Scanout);
         deliver_or_reject(&self.handler, "Scanout", event);
     }
 
@@ -177,14 +176,8 @@ impl Listener {
         pixman_format: u32,
         data: &[u8],
     ) {
-        let event = validate::Rect::from_wire(x, y, w, h).and_then(|rect| {
-            let layout = Layout::new(rect.width, rect.height, stride, pixman_format)?;
-            Ok(ListenerEvent::Update {
-                x: rect.x,
-                y: rect.y,
-                pixels: Pixels::new(layout, data)?,
-            })
-        });
+        let event = check_update(x, y, w, h, stride, pixman_format, data)
+            .map(|(x, y, pixels)| ListenerEvent::Update { x, y, pixels });
         deliver_or_reject(&self.handler, "Update", event);
     }
 
@@ -258,15 +251,8 @@ impl Listener {
     }
 
     async fn cursor_define(&self, width: i32, height: i32, hot_x: i32, hot_y: i32, data: &[u8]) {
-        let event = check_cursor(width, height, data.len()).map(|(width, height)| {
-            ListenerEvent::CursorDefine(Cursor {
-                width,
-                height,
-                hot_x,
-                hot_y,
-                data,
-            })
-        });
+        let event =
+            check_cursor_define(width, height, hot_x, hot_y, data).map(ListenerEvent::CursorDefine);
         deliver_or_reject(&self.handler, "CursorDefine", event);
     }
 
@@ -346,36 +332,29 @@ impl ScanoutDmabuf2Listener {
         modifier: u64,
         y0_top: bool,
     ) {
-        let n = num_planes as usize;
-        let event = if n == 0 || n > 4 || dmabuf.len() < n || offset.len() < n || stride.len() < n {
-            Err(InvalidInput::Dmabuf(format!(
-                "{num_planes} planes with {} fds, {} offsets, {} strides",
-                dmabuf.len(),
-                offset.len(),
-                stride.len()
-            )))
-        } else {
-            let planes = dmabuf
-                .into_iter()
-                .zip(offset)
-                .zip(stride)
-                .take(n)
-                .map(|((fd, offset), stride)| Plane {
-                    fd: fd.into(),
-                    offset,
-                    stride,
-                })
-                .collect();
-            dmabuf_scanout(
-                planes,
-                fourcc,
-                modifier,
-                (x, y, width, height),
-                (backing_width, backing_height),
-                y0_top,
-            )
-            .map(ListenerEvent::ScanoutDmabuf)
-        };
+        let event = check_plane_counts(num_planes, dmabuf.len(), offset.len(), stride.len())
+            .and_then(|()| {
+                let planes = dmabuf
+                    .into_iter()
+                    .zip(offset)
+                    .zip(stride)
+                    .take(num_planes as usize)
+                    .map(|((fd, offset), stride)| Plane {
+                        fd: fd.into(),
+                        offset,
+                        stride,
+                    })
+                    .collect();
+                dmabuf_scanout(
+                    planes,
+                    fourcc,
+                    modifier,
+                    (x, y, width, height),
+                    (backing_width, backing_height),
+                    y0_top,
+                )
+            })
+            .map(ListenerEvent::ScanoutDmabuf);
         deliver_or_reject(&self.handler, "ScanoutDMABUF2", event);
     }
 
@@ -385,11 +364,75 @@ impl ScanoutDmabuf2Listener {
     }
 }
 
+/// `Scanout`'s checks: a known format, a size within the cap, a stride
+/// that holds a row, and data that holds every row.
+pub fn check_scanout(
+    width: u32,
+    height: u32,
+    stride: u32,
+    pixman_format: u32,
+    data: &[u8],
+) -> Result<Pixels<'_>, InvalidInput> {
+    Layout::new(width, height, stride, pixman_format).and_then(|layout| Pixels::new(layout, data))
+}
+
+/// `Update`'s checks: a rectangle within the size cap, then `Scanout`'s
+/// for its pixels. Gives the rectangle's corner and its pixels.
+pub fn check_update(
+    x: i32,
+    y: i32,
+    w: i32,
+    h: i32,
+    stride: u32,
+    pixman_format: u32,
+    data: &[u8],
+) -> Result<(u32, u32, Pixels<'_>), InvalidInput> {
+    let rect = validate::Rect::from_wire(x, y, w, h)?;
+    let pixels = check_scanout(rect.width, rect.height, stride, pixman_format, data)?;
+    Ok((rect.x, rect.y, pixels))
+}
+
+/// `CursorDefine`'s checks: each side in 1..=[`MAX_CURSOR_DIM`], and ARGB
+/// data for every pixel.
+pub fn check_cursor_define(
+    width: i32,
+    height: i32,
+    hot_x: i32,
+    hot_y: i32,
+    data: &[u8],
+) -> Result<Cursor<'_>, InvalidInput> {
+    let (width, height) = check_cursor(width, height, data.len())?;
+    Ok(Cursor {
+        width,
+        height,
+        hot_x,
+        hot_y,
+        data,
+    })
+}
+
+/// `ScanoutDMABUF2`'s plane counts: 1 to 4 planes, and an fd, an offset
+/// and a stride for each.
+pub fn check_plane_counts(
+    num_planes: u32,
+    fds: usize,
+    offsets: usize,
+    strides: usize,
+) -> Result<(), InvalidInput> {
+    let n = num_planes as usize;
+    if n == 0 || n > 4 || fds < n || offsets < n || strides < n {
+        return Err(InvalidInput::Dmabuf(format!(
+            "{num_planes} planes with {fds} fds, {offsets} offsets, {strides} strides"
+        )));
+    }
+    Ok(())
+}
+
 /// The checks every DMA-BUF scanout passes at the edge: a known fourcc and a
 /// scanout rectangle within a backing buffer within the size cap. The
 /// buffer-level checks (is it a DMA-BUF, do the planes fit) need the fd and
 /// happen where it is imported.
-fn dmabuf_scanout(
+pub fn dmabuf_scanout(
     planes: Vec<Plane<OwnedFd>>,
     fourcc: u32,
     modifier: u64,

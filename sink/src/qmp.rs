@@ -34,6 +34,19 @@ pub enum QmpError {
 /// hundred bytes; a `query-*` of a large VM a few hundred KiB).
 pub const MAX_LINE: usize = 1 << 20;
 
+/// What one QMP message says about the command in flight: its result, its
+/// error, or nothing (`None`: an asynchronous event, not ours).
+pub fn reply(message: Value, command: &str) -> Option<Result<Value, QmpError>> {
+    if let Some(ret) = message.get("return") {
+        return Some(Ok(ret.clone()));
+    }
+    let err = message.get("error")?;
+    Some(Err(QmpError::Command {
+        command: command.to_owned(),
+        message: err["desc"].as_str().unwrap_or("unknown error").to_owned(),
+    }))
+}
+
 /// One QMP session, past the capabilities handshake.
 pub struct Qmp {
     stream: UnixStream,
@@ -87,17 +100,9 @@ impl Qmp {
 
     fn response(&mut self, command: &str) -> Result<Value, QmpError> {
         loop {
-            let message = self.read_message()?;
-            if let Some(ret) = message.get("return") {
-                return Ok(ret.clone());
+            if let Some(reply) = reply(self.read_message()?, command) {
+                return reply;
             }
-            if let Some(err) = message.get("error") {
-                return Err(QmpError::Command {
-                    command: command.to_owned(),
-                    message: err["desc"].as_str().unwrap_or("unknown error").to_owned(),
-                });
-            }
-            // An asynchronous event: not ours.
         }
     }
 

@@ -92,6 +92,30 @@ impl Sink {
         self.finish(child)
     }
 
+    /// SIGTERM, then its exit status and log, whatever the status; panics
+    /// if it is still running after `timeout`.
+    pub fn terminate(mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = self.log.take().unwrap().join().unwrap();
+                panic!("qemu-sink still ran {timeout:?} after SIGTERM: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status, self.log.take().unwrap().join().unwrap())
+    }
+
     /// Kills it and returns its log so far (for a failing test's message),
     /// after how it ended if it had already exited.
     pub fn abort(mut self) -> String {

@@ -1,14 +1,21 @@
 //! vdmabuf export events as a frame source (the Vdmabuf RFC v4 consumer
 //! ABI, `shared/reference/vdmabuf-abi.md`): each export event is a new
 //! frame; its buffer is IMPORTed as a DMA-BUF, checked, and handed to the
-//! output as the same typed events the D-Bus source makes. The frame's
-//! release RELEASEs its id, exactly once.
+//! output as the same typed events the D-Bus source makes.
 //!
-//! The node is read on this source's own thread (poll, no busy loop); the
-//! sink holds at most [`MAX_HELD`] ids at a time, so that a producer with
-//! three buffers never starves.
+//! Every id read is RELEASEd exactly once, whatever becomes of it: a shown
+//! frame's when its release token drops, an unusable export's (short blob,
+//! failed IMPORT, bad geometry, an event that cannot be framed) at once, and
+//! the ids read but not yet imported when the source stops.
+//!
+//! The node is read on this source's own thread (poll, no busy loop: a node
+//! that keeps failing or returns nothing is backed off). The sink imports at
+//! most [`MAX_HELD`] ids at a time, so that a producer with three buffers
+//! never starves; events of one read beyond that wait, not imported, until
+//! an id is given back.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -17,6 +24,8 @@ use dbus_interfaces::validate::check_size;
 use dbus_interfaces::{DmabufScanout, InvalidInput};
 use dmabuf::{Dmabuf, DrmModifier, Plane, Rect};
 use drm_fourcc::DrmFourcc;
+use nix::errno::Errno;
+use nix::poll::PollFlags;
 
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
 use crate::state::Shared;
@@ -26,7 +35,17 @@ pub const DEFAULT_NODE: &str = "/dev/vhost-vdmabuf";
 /// Ids the sink may hold (imported, not yet released) at once.
 pub const MAX_HELD: usize = 3;
 /// Private data is at most this long (the RFC's limit).
-const MAX_PRIVATE: usize = 192;
+pub const MAX_PRIVATE: usize = 192;
+/// The longest event: a header and the most private data.
+const MAX_EVENT: usize = abi::HEADER + MAX_PRIVATE;
+/// A whole queue of the longest events (the RFC queues at most 32).
+const READ_BUFFER: usize = 32 * MAX_EVENT;
+/// Backing off a node that fails or returns nothing: from this…
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// …doubling up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+pub use abi::BufId;
 
 /// The ABI's types, byte for byte (x86-64).
 mod abi {
@@ -90,24 +109,36 @@ struct Held {
     freed: Condvar,
 }
 
+impl Held {
+    fn count(&self) -> usize {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// RELEASE of `id` on `node`; a failure is logged (the id is ours no more
+/// either way).
+fn release(node: BorrowedFd<'_>, id: BufId) {
+    let arg = abi::Import {
+        buf_id: id,
+        ..abi::Import::default()
+    };
+    // SAFETY: RELEASE reads one `Import` from a valid pointer.
+    if let Err(err) = unsafe { abi::release(node.as_raw_fd(), &arg) } {
+        tracing::warn!("vdmabuf RELEASE of id {:#x}: {err}", id.id);
+    }
+}
+
 /// RELEASEs its id when dropped: the frame's release token.
 #[derive(Debug)]
 pub struct VdmabufRelease {
     node: Arc<OwnedFd>,
-    id: abi::BufId,
+    id: BufId,
     held: Arc<Held>,
 }
 
 impl Drop for VdmabufRelease {
     fn drop(&mut self) {
-        let arg = abi::Import {
-            buf_id: self.id,
-            ..abi::Import::default()
-        };
-        // SAFETY: RELEASE reads one `Import` from a valid pointer.
-        if let Err(err) = unsafe { abi::release(self.node.as_raw_fd(), &arg) } {
-            tracing::warn!("vdmabuf RELEASE of id {:#x}: {err}", self.id.id);
-        }
+        release(self.node.as_fd(), self.id);
         let mut count = self.held.count.lock().unwrap_or_else(|p| p.into_inner());
         *count = count.saturating_sub(1);
         self.held.freed.notify_all();
@@ -116,73 +147,107 @@ impl Drop for VdmabufRelease {
 
 /// The geometry the producer sent with an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Blob {
-    width: u32,
-    height: u32,
-    stride: u32,
-    fourcc: u32,
-    modifier: u64,
+pub struct Blob {
+    pub width: u32,
+    pub height: u32,
+    pub stride: u32,
+    pub fourcc: u32,
+    pub modifier: u64,
 }
 
-/// The events in one read: each a header and its private data, or (last)
-/// why the rest cannot be framed.
-struct Events<'a>(&'a [u8]);
+/// What one read held: its whole events in order, then (when the rest
+/// cannot be framed) why, with the id of the event where framing stopped
+/// if its header was whole.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Framed<'a> {
+    pub events: Vec<(BufId, &'a [u8])>,
+    pub broken: Option<Broken>,
+}
 
-impl<'a> Iterator for Events<'a> {
-    type Item = Result<(abi::BufId, &'a [u8]), String>;
+/// Where a read stopped making sense.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Broken {
+    /// The id of the event that broke the framing, when its header is whole:
+    /// it was read, so it is released like any other.
+    pub id: Option<BufId>,
+    pub why: String,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let bytes = std::mem::take(&mut self.0);
-        if bytes.is_empty() {
-            return None;
-        }
-        if bytes.len() < abi::HEADER {
-            return Some(Err(format!("a short event ({} bytes)", bytes.len())));
-        }
-        // SAFETY: HEADER bytes are there; read_unaligned copies them out.
-        let header: abi::EventHeader =
-            unsafe { bytes.as_ptr().cast::<abi::EventHeader>().read_unaligned() };
-        match usize::try_from(header.size) {
+/// Splits the bytes of one read into events (`e_hdr`, then `size` bytes of
+/// private data each). Never reads past `bytes`; a size outside 0..=192 or
+/// past the end stops the framing, as nothing after it can be trusted.
+pub fn frame_events(mut bytes: &[u8]) -> Framed<'_> {
+    let mut framed = Framed::default();
+    while !bytes.is_empty() {
+        let Some(header) = bytes.get(..abi::HEADER) else {
+            framed.broken = Some(Broken {
+                id: None,
+                why: format!("a short event ({} bytes)", bytes.len()),
+            });
+            break;
+        };
+        let i32_at = |at: usize| i32::from_ne_bytes(header[at..at + 4].try_into().expect("4"));
+        let id = BufId {
+            id: u64::from_ne_bytes(header[0..8].try_into().expect("8")),
+            rng_key: [i32_at(8), i32_at(12)],
+        };
+        let size = i32_at(16);
+        match usize::try_from(size) {
             Ok(size) if size <= MAX_PRIVATE && abi::HEADER + size <= bytes.len() => {
                 let (event, rest) = bytes.split_at(abi::HEADER + size);
-                self.0 = rest;
-                Some(Ok((header.buf_id, &event[abi::HEADER..])))
+                framed.events.push((id, &event[abi::HEADER..]));
+                bytes = rest;
             }
-            _ => Some(Err(format!(
-                "private data size {} in an event of {} bytes read (at most {MAX_PRIVATE})",
-                header.size,
-                bytes.len()
-            ))),
+            _ => {
+                framed.broken = Some(Broken {
+                    id: Some(id),
+                    why: format!(
+                        "private data size {size} in an event of {} bytes read (at most {MAX_PRIVATE})",
+                        bytes.len()
+                    ),
+                });
+                break;
+            }
         }
     }
+    framed
 }
 
-fn parse_blob(private: &[u8]) -> Result<Blob, InvalidInput> {
-    if private.len() < abi::BLOB {
+/// The blob at the start of an export's private data (more is ignored).
+pub fn parse_blob(private: &[u8]) -> Result<Blob, InvalidInput> {
+    let Some(bytes) = private.get(..abi::BLOB) else {
         return Err(InvalidInput::Dmabuf(format!(
             "export event with {} bytes of private data, {} needed",
             private.len(),
             abi::BLOB
         )));
-    }
-    let u32_at = |i: usize| u32::from_ne_bytes(private[i..i + 4].try_into().expect("4 bytes"));
+    };
+    let u32_at = |i: usize| u32::from_ne_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
     Ok(Blob {
         width: u32_at(0),
         height: u32_at(4),
         stride: u32_at(8),
         fourcc: u32_at(12),
-        modifier: u64::from_ne_bytes(private[16..24].try_into().expect("8 bytes")),
+        modifier: u64::from_ne_bytes(bytes[16..24].try_into().expect("8 bytes")),
     })
 }
 
-/// Checks a blob against the imported buffer and makes the scanout.
-fn scanout(blob: Blob, fd: OwnedFd) -> Result<DmabufScanout, InvalidInput> {
+/// What a blob asks for, checked before anything touches the buffer: a
+/// size within the cap and a format the sink knows. (The stride and the
+/// buffer's length are checked against the fd, in [`Dmabuf::check`].)
+pub fn check_blob(blob: &Blob) -> Result<DrmFourcc, InvalidInput> {
     check_size(blob.width, blob.height)?;
     let fourcc =
         DrmFourcc::try_from(blob.fourcc).map_err(|_| InvalidInput::UnknownFormat(blob.fourcc))?;
     if dmabuf::bytes_per_pixel(fourcc).is_none() {
         return Err(InvalidInput::UnknownFormat(blob.fourcc));
     }
+    Ok(fourcc)
+}
+
+/// Checks a blob against the imported buffer and makes the scanout.
+fn scanout(blob: Blob, fd: OwnedFd) -> Result<DmabufScanout, InvalidInput> {
+    let fourcc = check_blob(&blob)?;
     let buffer = Dmabuf {
         width: blob.width,
         height: blob.height,
@@ -202,11 +267,52 @@ fn scanout(blob: Blob, fd: OwnedFd) -> Result<DmabufScanout, InvalidInput> {
     })
 }
 
+/// An export read and not yet imported (waiting for a held id to go).
+struct Pending {
+    id: BufId,
+    blob: Blob,
+    received: Duration,
+}
+
+/// A node that misbehaves (fails, hangs up, or is readable with nothing to
+/// read) is polled less and less often, and said so once per bad streak.
+#[derive(Debug, Default)]
+struct Backoff {
+    next: Option<Duration>,
+}
+
+impl Backoff {
+    /// A bad turn: logs the first of a streak, then waits.
+    fn fail(&mut self, path: &Path, why: &str) {
+        let wait = match self.next {
+            None => {
+                tracing::warn!(
+                    "vdmabuf node {}: {why}; polling it less often until it reads again",
+                    path.display()
+                );
+                BACKOFF_MIN
+            }
+            Some(wait) => {
+                tracing::debug!("vdmabuf node {}: {why}", path.display());
+                wait
+            }
+        };
+        self.next = Some((wait * 2).min(BACKOFF_MAX));
+        std::thread::sleep(wait);
+    }
+
+    fn ok(&mut self) {
+        self.next = None;
+    }
+}
+
 /// Reads export events from the consumer node and feeds them to `shared`.
 pub struct VdmabufSource {
     node: Arc<OwnedFd>,
     path: PathBuf,
     held: Arc<Held>,
+    /// Exports read, in order, beyond what may be held now.
+    pending: VecDeque<Pending>,
 }
 
 impl VdmabufSource {
@@ -226,6 +332,7 @@ impl VdmabufSource {
             node: Arc::new(fd),
             path: path.to_owned(),
             held: Arc::new(Held::default()),
+            pending: VecDeque::new(),
         })
     }
 
@@ -237,74 +344,89 @@ impl VdmabufSource {
             .expect("spawning a thread")
     }
 
-    fn run(self, shared: &Shared) {
-        // Whole events only: a header and at most 192 bytes each.
-        let mut buffer = vec![0u8; 32 * (abi::HEADER + MAX_PRIVATE)];
+    fn run(mut self, shared: &Shared) {
+        let mut buffer = vec![0u8; READ_BUFFER];
+        let mut backoff = Backoff::default();
         while shared.lock().stop.is_none() {
-            // Hold at most MAX_HELD ids: wait for a release before reading on.
-            {
+            // Import what was read while ids may be held; wait for a
+            // release when none may.
+            while self.held.count() < MAX_HELD {
+                let Some(next) = self.pending.pop_front() else {
+                    break;
+                };
+                self.import(next, shared);
+            }
+            if !self.pending.is_empty() {
                 let count = self.held.count.lock().unwrap_or_else(|p| p.into_inner());
                 if *count >= MAX_HELD {
                     let _ = self
                         .held
                         .freed
                         .wait_timeout(count, Duration::from_millis(100));
+                }
+                continue;
+            }
+            let mut fds = [nix::poll::PollFd::new(self.node.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(err) => {
+                    backoff.fail(&self.path, &format!("poll: {err}"));
                     continue;
                 }
             }
-            let mut fds = [nix::poll::PollFd::new(
-                self.node.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(err) => {
-                    tracing::error!(
-                        "polling {}: {err}; the vdmabuf source stops",
-                        self.path.display()
-                    );
-                    return;
-                }
+            let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+            if !revents.contains(PollFlags::POLLIN) {
+                backoff.fail(&self.path, &format!("poll gave {revents:?}, not POLLIN"));
+                continue;
             }
-            // Read only as many events as the sink may still hold.
-            let free = MAX_HELD - *self.held.count.lock().unwrap_or_else(|p| p.into_inner());
-            let want = (free * (abi::HEADER + MAX_PRIVATE)).min(buffer.len());
-            let n = match nix::unistd::read(&*self.node, &mut buffer[..want]) {
-                Ok(0) | Err(nix::errno::Errno::EAGAIN) => continue,
+            let n = match nix::unistd::read(&*self.node, &mut buffer) {
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                // The longest event fits the buffer: a node that has one
+                // ready yet gives nothing does not speak the ABI.
+                Ok(0) => {
+                    backoff.fail(&self.path, "readable, but a read gave 0 bytes");
+                    continue;
+                }
                 Ok(n) => n,
                 Err(err) => {
-                    tracing::warn!("reading {}: {err}", self.path.display());
+                    backoff.fail(&self.path, &format!("read: {err}"));
                     continue;
                 }
             };
-            self.events(&buffer[..n], shared);
+            backoff.ok();
+            self.events(&buffer[..n]);
+        }
+        // Read but never imported: ours to give back all the same.
+        for pending in std::mem::take(&mut self.pending) {
+            release(self.node.as_fd(), pending.id);
         }
     }
 
-    /// Handles the whole events in `bytes`.
-    fn events(&self, bytes: &[u8], shared: &Shared) {
-        for event in Events(bytes) {
-            match event {
-                Ok((id, private)) => self.export_event(id, private, shared),
-                // The rest of the read cannot be framed: drop it. Its ids
-                // were never imported, so none is left waiting on us.
-                Err(why) => tracing::warn!("dropping vdmabuf events: {why}"),
-            }
-        }
-    }
-
-    fn export_event(&self, id: abi::BufId, private: &[u8], shared: &Shared) {
+    /// Queues the usable exports of one read; releases the others at once.
+    fn events(&mut self, bytes: &[u8]) {
         let received = monotonic_now();
-        let blob = match parse_blob(private) {
-            Ok(blob) => blob,
-            Err(why) => {
-                // Not imported: nothing of ours to release.
-                tracing::warn!("dropping vdmabuf export {:#x}: {why}", id.id);
-                return;
+        let framed = frame_events(bytes);
+        for (id, private) in framed.events {
+            match parse_blob(private) {
+                Ok(blob) => self.pending.push_back(Pending { id, blob, received }),
+                Err(why) => {
+                    tracing::warn!("dropping vdmabuf export {:#x}: {why}", id.id);
+                    release(self.node.as_fd(), id);
+                }
             }
-        };
+        }
+        if let Some(broken) = framed.broken {
+            tracing::warn!("dropping vdmabuf events: {}", broken.why);
+            // The rest of the read is lost; its first id at least is known.
+            if let Some(id) = broken.id {
+                release(self.node.as_fd(), id);
+            }
+        }
+    }
+
+    fn import(&self, pending: Pending, shared: &Shared) {
+        let Pending { id, blob, received } = pending;
         let mut arg = abi::Import {
             buf_id: id,
             flags: libc::O_CLOEXEC,
@@ -312,7 +434,8 @@ impl VdmabufSource {
         };
         // SAFETY: IMPORT reads and writes one `Import` at a valid pointer.
         if let Err(err) = unsafe { abi::import(self.node.as_raw_fd(), &mut arg) } {
-            tracing::warn!("vdmabuf IMPORT of id {:#x} failed: {err}", id.id);
+            tracing::warn!("dropping vdmabuf export {:#x}: IMPORT failed: {err}", id.id);
+            release(self.node.as_fd(), id);
             return;
         }
         // SAFETY: IMPORT succeeded: `fd` is a new descriptor that is ours.
@@ -365,36 +488,54 @@ mod tests {
         bytes
     }
 
+    fn id(id: u64) -> BufId {
+        BufId {
+            id,
+            rng_key: [0; 2],
+        }
+    }
+
     #[test]
     fn events_are_framed_by_their_size_and_bad_sizes_end_the_read() {
         let blob = [7u8; 24];
         let mut two = event(1, 24, &blob);
         two.extend(event(2, 0, &[]));
-        let got: Vec<_> = Events(&two).collect();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].as_ref().unwrap().0.id, 1);
-        assert_eq!(got[0].as_ref().unwrap().1, &blob);
-        assert_eq!(got[1].as_ref().unwrap().1.len(), 0);
+        let framed = frame_events(&two);
+        assert_eq!(framed.events, vec![(id(1), &blob[..]), (id(2), &[][..])]);
+        assert_eq!(framed.broken, None);
 
-        // A good event, then garbage: the good one is kept.
-        for bad in [
-            event(3, -1, &blob),      // negative size
-            event(3, 193, &[0; 193]), // over the RFC's 192 bytes
-            event(3, 100, &blob),     // longer than what was read
-            vec![0; 10],              // shorter than a header
+        // A good event, then garbage: the good one is kept, and the broken
+        // one's id is known whenever its header is whole.
+        for (bad, bad_id) in [
+            (event(3, -1, &blob), Some(id(3))),      // negative size
+            (event(3, 193, &[0; 193]), Some(id(3))), // over the RFC's 192 bytes
+            (event(3, 100, &blob), Some(id(3))),     // longer than what was read
+            (vec![0; 10], None),                     // shorter than a header
         ] {
             let mut bytes = event(1, 24, &blob);
             bytes.extend(&bad);
-            let got: Vec<_> = Events(&bytes).collect();
-            assert_eq!(got.len(), 2, "{bad:?}");
-            assert!(got[0].is_ok());
-            assert!(got[1].is_err(), "{bad:?}");
+            let framed = frame_events(&bytes);
+            assert_eq!(framed.events, vec![(id(1), &blob[..])], "{bad:?}");
+            assert_eq!(framed.broken.map(|b| b.id), Some(bad_id), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn many_small_events_of_one_read_are_all_framed() {
+        // 20 header-only events (24 bytes each) fit where the reader once
+        // counted on 216 bytes an event: every one must come out, each id
+        // to be released.
+        let bytes: Vec<u8> = (0..20).flat_map(|i| event(i, 0, &[])).collect();
+        let framed = frame_events(&bytes);
+        let ids: Vec<u64> = framed.events.iter().map(|(id, _)| id.id).collect();
+        assert_eq!(ids, (0..20).collect::<Vec<_>>());
+        assert_eq!(framed.broken, None);
     }
 
     #[test]
     fn blobs_need_all_their_bytes() {
         assert!(parse_blob(&[0; 23]).is_err());
+        assert!(parse_blob(&[]).is_err());
         let mut bytes = [0u8; 24];
         bytes[0..4].copy_from_slice(&64u32.to_ne_bytes());
         bytes[12..16].copy_from_slice(&(DrmFourcc::Xrgb8888 as u32).to_ne_bytes());
