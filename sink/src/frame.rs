@@ -3,11 +3,10 @@
 //! the clock of the kernel's page-flip timestamps) that latency mode reads.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dbus_interfaces::{DmabufScanout, Rect, Release};
-
-use crate::source::vdmabuf::VdmabufRelease;
 
 /// When a shown frame's buffer may go: data its source sets, so that an
 /// output never asks where a frame came from.
@@ -22,8 +21,29 @@ pub enum ReleasePolicy {
     UntilReplaced,
 }
 
+/// A source whose producer lends buffers by id and takes each back when
+/// the sink gives it (vdmabuf's RELEASE). Frames carry the id and this way
+/// back, so that nothing downstream knows the source's type.
+pub trait Releaser: Send + Sync + std::fmt::Debug {
+    /// Gives buffer `id` back to its producer; called once per id lent.
+    fn release(&self, id: u128);
+}
+
+/// A lent id, given back when dropped.
+#[derive(Debug)]
+struct LentId {
+    releaser: Arc<dyn Releaser>,
+    id: u128,
+}
+
+impl Drop for LentId {
+    fn drop(&mut self) {
+        self.releaser.release(self.id);
+    }
+}
+
 /// What lets a frame's buffer go: dropping it answers QEMU's `UpdateDMABUF`
-/// or RELEASEs a vdmabuf id. Nothing else releases a frame.
+/// or gives a lent id back to its producer. Nothing else releases a frame.
 #[derive(Debug)]
 pub struct FrameRelease {
     token: ReleaseToken,
@@ -33,7 +53,7 @@ pub struct FrameRelease {
 #[derive(Debug)]
 enum ReleaseToken {
     Answer(#[allow(dead_code)] Release),
-    Vdmabuf(#[allow(dead_code)] VdmabufRelease),
+    Lent(#[allow(dead_code)] LentId),
 }
 
 impl FrameRelease {
@@ -45,10 +65,12 @@ impl FrameRelease {
         }
     }
 
-    /// A vdmabuf id, RELEASEd when this is dropped; held until replaced.
-    pub fn vdmabuf(release: VdmabufRelease) -> FrameRelease {
+    /// Buffer `id`, lent by `releaser`'s producer and given back when this
+    /// is dropped; held until the frame is replaced on screen (the producer
+    /// rewrites the buffer once it has it back).
+    pub fn until_replaced(releaser: Arc<dyn Releaser>, id: u128) -> FrameRelease {
         FrameRelease {
-            token: ReleaseToken::Vdmabuf(release),
+            token: ReleaseToken::Lent(LentId { releaser, id }),
             policy: ReleasePolicy::UntilReplaced,
         }
     }

@@ -144,6 +144,22 @@ impl FakeListener {
         })
     }
 
+    /// Returns once the sink has handled every message sent before: most
+    /// listener methods expect no reply, and the sink serves its listener in
+    /// order (`spawn = false`), so the answer to a `Peer.Ping` sent after
+    /// them says they were all delivered.
+    pub fn sync(&self) {
+        self.connection
+            .call_method(
+                None::<()>,
+                dbus_interfaces::LISTENER_PATH,
+                Some("org.freedesktop.DBus.Peer"),
+                "Ping",
+                &(),
+            )
+            .expect("the sink answers Peer.Ping on its listener");
+    }
+
     pub fn listener(&self) -> ListenerProxyBlocking<'_> {
         ListenerProxyBlocking::builder(&self.connection)
             .cache_properties(zbus::proxy::CacheProperties::No)

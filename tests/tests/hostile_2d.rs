@@ -143,6 +143,7 @@ fn absurd_strides_and_cursors_past_the_cap_are_refused() {
         .cursor_define(1025, 1, 0, 0, Bytes::new(&cursor[..1025 * 4]))
         .unwrap();
     let _ = listener.mouse_set(0, 0, 0);
+    s.listener.sync();
     // The good map is still the picture.
     wait_for_picture("after the refusals", &out, &want, Duration::from_secs(10));
     let log = s.sink.stop();

@@ -27,7 +27,7 @@ use drm_fourcc::DrmFourcc;
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 
-use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease};
+use crate::frame::{monotonic_now, DmabufEvent, FrameRecord, FrameRelease, Releaser};
 use crate::state::Shared;
 
 /// The consumer node of the RFC.
@@ -55,6 +55,22 @@ mod abi {
     pub struct BufId {
         pub id: u64,
         pub rng_key: [i32; 2],
+    }
+
+    impl BufId {
+        /// All 16 bytes as one number (how frames carry it).
+        pub fn to_bits(self) -> u128 {
+            let key = u64::from(self.rng_key[0] as u32) | (u64::from(self.rng_key[1] as u32) << 32);
+            u128::from(self.id) | (u128::from(key) << 64)
+        }
+
+        pub fn from_bits(bits: u128) -> BufId {
+            let key = (bits >> 64) as u64;
+            BufId {
+                id: bits as u64,
+                rng_key: [key as u32 as i32, (key >> 32) as u32 as i32],
+            }
+        }
     }
 
     /// `e_hdr`: an event is this header, then `size` bytes of private data.
@@ -128,17 +144,17 @@ fn release(node: BorrowedFd<'_>, id: BufId) {
     }
 }
 
-/// RELEASEs its id when dropped: the frame's release token.
+/// The open consumer node and the count of ids lent to outputs: what the
+/// frames it made give their ids back to.
 #[derive(Debug)]
-pub struct VdmabufRelease {
-    node: Arc<OwnedFd>,
-    id: BufId,
-    held: Arc<Held>,
+struct Node {
+    fd: OwnedFd,
+    held: Held,
 }
 
-impl Drop for VdmabufRelease {
-    fn drop(&mut self) {
-        release(self.node.as_fd(), self.id);
+impl Releaser for Node {
+    fn release(&self, id: u128) {
+        release(self.fd.as_fd(), BufId::from_bits(id));
         let mut count = self.held.count.lock().unwrap_or_else(|p| p.into_inner());
         *count = count.saturating_sub(1);
         self.held.freed.notify_all();
@@ -308,9 +324,8 @@ impl Backoff {
 
 /// Reads export events from the consumer node and feeds them to `shared`.
 pub struct VdmabufSource {
-    node: Arc<OwnedFd>,
+    node: Arc<Node>,
     path: PathBuf,
-    held: Arc<Held>,
     /// Exports read, in order, beyond what may be held now.
     pending: VecDeque<Pending>,
 }
@@ -329,9 +344,11 @@ impl VdmabufSource {
         })?;
         tracing::info!("reading vdmabuf export events from {}", path.display());
         Ok(VdmabufSource {
-            node: Arc::new(fd),
+            node: Arc::new(Node {
+                fd,
+                held: Held::default(),
+            }),
             path: path.to_owned(),
-            held: Arc::new(Held::default()),
             pending: VecDeque::new(),
         })
     }
@@ -350,23 +367,32 @@ impl VdmabufSource {
         while shared.lock().stop.is_none() {
             // Import what was read while ids may be held; wait for a
             // release when none may.
-            while self.held.count() < MAX_HELD {
+            while self.node.held.count() < MAX_HELD {
                 let Some(next) = self.pending.pop_front() else {
                     break;
                 };
                 self.import(next, shared);
             }
             if !self.pending.is_empty() {
-                let count = self.held.count.lock().unwrap_or_else(|p| p.into_inner());
+                let count = self
+                    .node
+                    .held
+                    .count
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 if *count >= MAX_HELD {
                     let _ = self
+                        .node
                         .held
                         .freed
                         .wait_timeout(count, Duration::from_millis(100));
                 }
                 continue;
             }
-            let mut fds = [nix::poll::PollFd::new(self.node.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [nix::poll::PollFd::new(
+                self.node.fd.as_fd(),
+                PollFlags::POLLIN,
+            )];
             match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
                 Ok(0) | Err(Errno::EINTR) => continue,
                 Ok(_) => {}
@@ -380,7 +406,7 @@ impl VdmabufSource {
                 backoff.fail(&self.path, &format!("poll gave {revents:?}, not POLLIN"));
                 continue;
             }
-            let n = match nix::unistd::read(&*self.node, &mut buffer) {
+            let n = match nix::unistd::read(&self.node.fd, &mut buffer) {
                 Err(Errno::EAGAIN | Errno::EINTR) => continue,
                 // The longest event fits the buffer: a node that has one
                 // ready yet gives nothing does not speak the ABI.
@@ -399,7 +425,7 @@ impl VdmabufSource {
         }
         // Read but never imported: ours to give back all the same.
         for pending in std::mem::take(&mut self.pending) {
-            release(self.node.as_fd(), pending.id);
+            release(self.node.fd.as_fd(), pending.id);
         }
     }
 
@@ -412,7 +438,7 @@ impl VdmabufSource {
                 Ok(blob) => self.pending.push_back(Pending { id, blob, received }),
                 Err(why) => {
                     tracing::warn!("dropping vdmabuf export {:#x}: {why}", id.id);
-                    release(self.node.as_fd(), id);
+                    release(self.node.fd.as_fd(), id);
                 }
             }
         }
@@ -420,7 +446,7 @@ impl VdmabufSource {
             tracing::warn!("dropping vdmabuf events: {}", broken.why);
             // The rest of the read is lost; its first id at least is known.
             if let Some(id) = broken.id {
-                release(self.node.as_fd(), id);
+                release(self.node.fd.as_fd(), id);
             }
         }
     }
@@ -433,20 +459,21 @@ impl VdmabufSource {
             fd: -1,
         };
         // SAFETY: IMPORT reads and writes one `Import` at a valid pointer.
-        if let Err(err) = unsafe { abi::import(self.node.as_raw_fd(), &mut arg) } {
+        if let Err(err) = unsafe { abi::import(self.node.fd.as_raw_fd(), &mut arg) } {
             tracing::warn!("dropping vdmabuf export {:#x}: IMPORT failed: {err}", id.id);
-            release(self.node.as_fd(), id);
+            release(self.node.fd.as_fd(), id);
             return;
         }
         // SAFETY: IMPORT succeeded: `fd` is a new descriptor that is ours.
         let fd = unsafe { OwnedFd::from_raw_fd(arg.fd) };
-        *self.held.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        *self
+            .node
+            .held
+            .count
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) += 1;
         // From here the id is released exactly once: when this token drops.
-        let release = VdmabufRelease {
-            node: self.node.clone(),
-            id,
-            held: self.held.clone(),
-        };
+        let release = FrameRelease::until_replaced(self.node.clone(), id.to_bits());
         let scanout = match scanout(blob, fd) {
             Ok(scanout) => scanout,
             Err(why) => {
@@ -464,7 +491,7 @@ impl VdmabufSource {
             state.push_dmabuf(DmabufEvent::Scanout(scanout));
             state.push_dmabuf(DmabufEvent::Update {
                 damage: None,
-                release: FrameRelease::vdmabuf(release),
+                release,
                 record,
             });
             state.generation += 1;
@@ -477,6 +504,28 @@ impl VdmabufSource {
 mod tests {
     use super::*;
     use dmabuf::DmabufError;
+
+    #[test]
+    fn a_buffer_id_survives_the_trip_through_a_frame() {
+        for id in [
+            BufId::default(),
+            BufId {
+                id: u64::MAX,
+                rng_key: [-1, i32::MIN],
+            },
+            BufId {
+                id: 0x0123_4567_89ab_cdef,
+                rng_key: [0x7654_3210, -0x1234_5678],
+            },
+        ] {
+            assert_eq!(BufId::from_bits(id.to_bits()), id);
+        }
+        let id = BufId {
+            id: 1,
+            rng_key: [2, 3],
+        };
+        assert_eq!(id.to_bits(), 1 | (2 << 64) | (3 << 96));
+    }
 
     fn event(id: u64, size: i32, private: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::new();
