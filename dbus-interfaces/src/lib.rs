@@ -13,6 +13,7 @@ pub mod validate;
 #[cfg(feature = "qemu-side")]
 pub mod qemu_side;
 
+pub use dmabuf::Rect;
 pub use format::PixelFormat;
 pub use listener::{
     check_cursor_define, check_plane_counts, check_scanout, check_update, dmabuf_scanout,
@@ -21,7 +22,7 @@ pub use listener::{
 };
 pub use map::SharedMap;
 pub use release::Release;
-pub use validate::{InvalidInput, Layout, Pixels, Rect, MAX_CURSOR_DIM, MAX_SURFACE_DIM};
+pub use validate::{InvalidInput, Layout, Pixels, MAX_CURSOR_DIM, MAX_SURFACE_DIM};
 
 /// The well-known name QEMU owns on a bus (later QEMUs queue behind the first).
 pub const QEMU_BUS_NAME: &str = "org.qemu";

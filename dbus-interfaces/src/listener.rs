@@ -62,12 +62,12 @@ pub enum ListenerEvent<'a> {
     /// A new surface in shared memory.
     ScanoutMap(SharedMap),
     /// The shared memory changed within this rectangle.
-    UpdateMap(validate::Rect),
+    UpdateMap(Rect),
     ScanoutDmabuf(DmabufScanout),
     /// The guest rewrote the DMA-BUF within `damage` (`None` when the
     /// rectangle was invalid). QEMU holds the guest until `release` is dropped.
     UpdateDmabuf {
-        damage: Option<validate::Rect>,
+        damage: Option<Rect>,
         release: Release,
     },
     /// No scanout until the next `Scanout*`.
@@ -212,7 +212,7 @@ impl Listener {
 
     #[zbus(name = "UpdateDMABUF")]
     async fn update_dmabuf(&self, x: i32, y: i32, w: i32, h: i32) {
-        let damage = match validate::Rect::from_wire(x, y, w, h) {
+        let damage = match validate::rect_from_wire(x, y, w, h) {
             Ok(rect) => Some(rect),
             Err(why) => {
                 // Still handed on (and answered): QEMU holds the guest until then.
@@ -296,7 +296,7 @@ impl MapListener {
     }
 
     async fn update_map(&self, x: i32, y: i32, w: i32, h: i32) {
-        let event = validate::Rect::from_wire(x, y, w, h).map(ListenerEvent::UpdateMap);
+        let event = validate::rect_from_wire(x, y, w, h).map(ListenerEvent::UpdateMap);
         deliver_or_reject(&self.handler, "UpdateMap", event);
     }
 
@@ -387,9 +387,10 @@ pub fn check_update(
     pixman_format: u32,
     data: &[u8],
 ) -> Result<(u32, u32, Pixels<'_>), InvalidInput> {
-    let rect = validate::Rect::from_wire(x, y, w, h)?;
+    let rect = validate::rect_from_wire(x, y, w, h)?;
     let pixels = check_scanout(rect.width, rect.height, stride, pixman_format, data)?;
-    Ok((rect.x, rect.y, pixels))
+    let (x, y) = rect.origin();
+    Ok((x, y, pixels))
 }
 
 /// `CursorDefine`'s checks: each side in 1..=[`MAX_CURSOR_DIM`], and ARGB

@@ -2,6 +2,8 @@
 //! is mapped or read. Each rule is one error variant, so the log line for a
 //! dropped message says exactly which rule it broke.
 
+use dmabuf::Rect;
+
 use crate::format::{self, PixelFormat};
 
 /// No surface, update or buffer may be larger than this in either direction.
@@ -50,8 +52,8 @@ pub enum InvalidInput {
     },
     #[error("rectangle ({x},{y}) {width}x{height} lies outside the {surface_width}x{surface_height} surface")]
     RectOutsideSurface {
-        x: u32,
-        y: u32,
+        x: i32,
+        y: i32,
         width: u32,
         height: u32,
         surface_width: u32,
@@ -71,66 +73,43 @@ pub enum InvalidInput {
     BadCursor { width: i32, height: i32, len: usize },
 }
 
-/// A rectangle with non-negative origin and non-zero size within the cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rect {
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
+/// Checks a rectangle as QEMU sends it (`iiii`): a non-negative origin
+/// and a non-zero size, all of it within the size cap.
+pub fn rect_from_wire(x: i32, y: i32, width: i32, height: i32) -> Result<Rect, InvalidInput> {
+    let bad = InvalidInput::BadRect {
+        x,
+        y,
+        width,
+        height,
+    };
+    let (Ok(ux), Ok(uy), Ok(uw), Ok(uh)) = (
+        u32::try_from(x),
+        u32::try_from(y),
+        u32::try_from(width),
+        u32::try_from(height),
+    ) else {
+        return Err(bad);
+    };
+    if uw == 0 || uh == 0 || ux + uw > MAX_SURFACE_DIM || uy + uh > MAX_SURFACE_DIM {
+        // ux, uy < 2^31 and uw, uh < 2^31: the sums cannot overflow u32.
+        return Err(bad);
+    }
+    Ok(Rect::new(x, y, uw, uh))
 }
 
-impl Rect {
-    /// Checks a rectangle as QEMU sends it (`iiii`).
-    pub fn from_wire(x: i32, y: i32, width: i32, height: i32) -> Result<Rect, InvalidInput> {
-        let bad = InvalidInput::BadRect {
-            x,
-            y,
-            width,
-            height,
-        };
-        let (Ok(ux), Ok(uy), Ok(uw), Ok(uh)) = (
-            u32::try_from(x),
-            u32::try_from(y),
-            u32::try_from(width),
-            u32::try_from(height),
-        ) else {
-            return Err(bad);
-        };
-        if uw == 0 || uh == 0 || ux + uw > MAX_SURFACE_DIM || uy + uh > MAX_SURFACE_DIM {
-            // ux, uy < 2^31 and uw, uh < 2^31: the sums cannot overflow u32.
-            return Err(bad);
-        }
-        Ok(Rect {
-            x: ux,
-            y: uy,
-            width: uw,
-            height: uh,
+/// Checks that `rect` lies within a surface of `size`.
+pub fn check_within(rect: Rect, size: (u32, u32)) -> Result<(), InvalidInput> {
+    if rect.is_within(size) {
+        Ok(())
+    } else {
+        Err(InvalidInput::RectOutsideSurface {
+            x: rect.x,
+            y: rect.y,
+            width: rect.width,
+            height: rect.height,
+            surface_width: size.0,
+            surface_height: size.1,
         })
-    }
-
-    pub fn right(&self) -> u32 {
-        self.x + self.width
-    }
-
-    pub fn bottom(&self) -> u32 {
-        self.y + self.height
-    }
-
-    /// Checks that the rectangle lies within a `width` x `height` surface.
-    pub fn check_within(&self, width: u32, height: u32) -> Result<(), InvalidInput> {
-        if self.right() <= width && self.bottom() <= height {
-            Ok(())
-        } else {
-            Err(InvalidInput::RectOutsideSurface {
-                x: self.x,
-                y: self.y,
-                width: self.width,
-                height: self.height,
-                surface_width: width,
-                surface_height: height,
-            })
-        }
     }
 }
 
@@ -330,18 +309,18 @@ mod tests {
 
     #[test]
     fn rects_must_be_positive_and_within_the_cap() {
-        assert!(Rect::from_wire(-1, 0, 10, 10).is_err());
-        assert!(Rect::from_wire(0, -5, 10, 10).is_err());
-        assert!(Rect::from_wire(0, 0, -10, 10).is_err());
-        assert!(Rect::from_wire(0, 0, 0, 10).is_err());
-        assert!(Rect::from_wire(0, 0, 10, 0).is_err());
-        assert!(Rect::from_wire(i32::MAX, 0, i32::MAX, 1).is_err());
-        assert!(Rect::from_wire(16000, 0, 385, 1).is_err());
-        let r = Rect::from_wire(16000, 1, 384, 2).unwrap();
+        assert!(rect_from_wire(-1, 0, 10, 10).is_err());
+        assert!(rect_from_wire(0, -5, 10, 10).is_err());
+        assert!(rect_from_wire(0, 0, -10, 10).is_err());
+        assert!(rect_from_wire(0, 0, 0, 10).is_err());
+        assert!(rect_from_wire(0, 0, 10, 0).is_err());
+        assert!(rect_from_wire(i32::MAX, 0, i32::MAX, 1).is_err());
+        assert!(rect_from_wire(16000, 0, 385, 1).is_err());
+        let r = rect_from_wire(16000, 1, 384, 2).unwrap();
         assert_eq!((r.right(), r.bottom()), (16384, 3));
-        assert!(r.check_within(16384, 3).is_ok());
+        assert!(check_within(r, (16384, 3)).is_ok());
         assert!(matches!(
-            r.check_within(16384, 2),
+            check_within(r, (16384, 2)),
             Err(InvalidInput::RectOutsideSurface { .. })
         ));
     }

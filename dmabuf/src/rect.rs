@@ -54,6 +54,25 @@ impl Rect {
         (self.x.max(0) as u32, self.y.max(0) as u32)
     }
 
+    /// One past the far corner as buffer coordinates, clamped to `u32`.
+    pub fn end(&self) -> (u32, u32) {
+        let clamp = |v: i64| v.clamp(0, i64::from(u32::MAX)) as u32;
+        (clamp(self.right()), clamp(self.bottom()))
+    }
+
+    /// The smallest rectangle holding both (damage accumulated), clamped to
+    /// the `i32`/`u32` range.
+    pub fn union(&self, other: &Rect) -> Rect {
+        let (x, y) = (self.x.min(other.x), self.y.min(other.y));
+        let span = |far: i64, near: i32| (far - i64::from(near)).min(i64::from(u32::MAX)) as u32;
+        Rect::new(
+            x,
+            y,
+            span(self.right().max(other.right()), x),
+            span(self.bottom().max(other.bottom()), y),
+        )
+    }
+
     /// The whole of `self`, scaled to fit `target` with its aspect ratio
     /// kept and centred in it (letterbox or pillarbox).
     pub fn fit_into(&self, (tw, th): (u32, u32)) -> Rect {
@@ -97,5 +116,19 @@ mod tests {
     #[test]
     fn origin_clamps_a_negative_start() {
         assert_eq!(Rect::new(-5, 3, 1, 1).origin(), (0, 3));
+        assert_eq!(Rect::new(-5, 3, 1, 1).end(), (0, 4));
+        let far = Rect::new(i32::MAX, 0, u32::MAX, 1);
+        assert_eq!(far.end(), (u32::MAX, 1));
+    }
+
+    #[test]
+    fn union_holds_both() {
+        let a = Rect::new(2, 3, 4, 5);
+        let b = Rect::new(10, 1, 1, 1);
+        assert_eq!(a.union(&b), Rect::new(2, 1, 9, 7));
+        assert_eq!(b.union(&a), a.union(&b));
+        assert_eq!(a.union(&a), a);
+        let wide = Rect::new(i32::MIN, 0, u32::MAX, 1).union(&Rect::new(i32::MAX, 0, u32::MAX, 1));
+        assert_eq!(wide.width, u32::MAX);
     }
 }

@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             _ => {
-                let _ = dbus_interfaces::Rect::from_wire(
+                let _ = dbus_interfaces::validate::rect_from_wire(
                     input.i32(),
                     input.i32(),
                     input.i32(),

@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             _ => {
-                let rect = dbus_interfaces::Rect::from_wire(
+                let rect = dbus_interfaces::validate::rect_from_wire(
                     input.size() as i32,
                     input.size() as i32,
                     input.size() as i32,

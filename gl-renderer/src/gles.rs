@@ -197,6 +197,19 @@ impl Composition {
             blend: false,
         }
     }
+
+    /// Where a point of the source lands in the target (the guest's
+    /// pointer on the output, for the cursor).
+    pub fn map_point(&self, x: i64, y: i64) -> (i64, i64) {
+        let (s, d) = (self.src, self.dst);
+        let scale = |v: i64, from: i32, to: i32, span_from: u32, span_to: u32| {
+            i64::from(to) + (v - i64::from(from)) * i64::from(span_to) / i64::from(span_from.max(1))
+        };
+        (
+            scale(x, s.x, d.x, s.width, d.width),
+            scale(y, s.y, d.y, s.height, d.height),
+        )
+    }
 }
 
 /// A GPU fence: signalled when the GPU has finished the commands before it.
@@ -807,6 +820,19 @@ fn compile(gl: &glow::Context, fragment_source: &str) -> Result<Program, RenderE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_points_land_through_the_letterbox() {
+        // 640x480 pillarboxed on 1920x1080: x 240..1680, scale 2.25.
+        let how = Composition::fit(Rect::of_size((640, 480)), (1920, 1080), false);
+        assert_eq!(how.map_point(0, 0), (240, 0));
+        assert_eq!(how.map_point(640, 480), (1680, 1080));
+        assert_eq!(how.map_point(320, 240), (960, 540));
+        // A source rect off the origin (a scanout within a larger buffer).
+        let inner = Composition::fit(Rect::new(16, 8, 40, 30), (40, 30), false);
+        assert_eq!(inner.map_point(16, 8), (0, 0));
+        assert_eq!(inner.map_point(-4, 8), (-20, 0));
+    }
 
     #[test]
     fn fit_letterboxes_and_pillarboxes() {

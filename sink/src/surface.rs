@@ -13,7 +13,8 @@
 use std::collections::VecDeque;
 
 use capture::{decode_row, RgbaFrame};
-use dbus_interfaces::{Cursor, InvalidInput, PixelFormat, Pixels, Rect, SharedMap};
+use dbus_interfaces::validate::{self, InvalidInput};
+use dbus_interfaces::{Cursor, PixelFormat, Pixels, Rect, SharedMap};
 
 /// The picture in RGBA and which change of the painter's it shows.
 #[derive(Debug, Default)]
@@ -186,22 +187,7 @@ impl Default for Painter {
 }
 
 fn full(width: u32, height: u32) -> Rect {
-    Rect {
-        x: 0,
-        y: 0,
-        width,
-        height,
-    }
-}
-
-fn union(a: Rect, b: Rect) -> Rect {
-    let (x, y) = (a.x.min(b.x), a.y.min(b.y));
-    Rect {
-        x,
-        y,
-        width: a.right().max(b.right()) - x,
-        height: a.bottom().max(b.bottom()) - y,
-    }
+    Rect::of_size((width, height))
 }
 
 fn row(frame: &RgbaFrame, y: u32) -> &[u8] {
@@ -284,21 +270,22 @@ impl Painter {
         }
         // QEMU went back to copies: they land on what the map showed.
         self.source = Source::Copies(format);
-        let rect = Rect {
-            x,
-            y,
-            width: pixels.layout.width,
-            height: pixels.layout.height,
-        };
-        if rect.check_within(width, height).is_err() {
-            if let Some((w, h)) = self.console_size {
-                if rect.check_within(w, h).is_ok() {
-                    self.resize(w, h);
+        // Checked at the edge: x and y lie within the size cap.
+        let rect = Rect::new(
+            x as i32,
+            y as i32,
+            pixels.layout.width,
+            pixels.layout.height,
+        );
+        if !rect.is_within((width, height)) {
+            if let Some(console) = self.console_size {
+                if rect.is_within(console) {
+                    self.resize(console.0, console.1);
                 }
             }
         }
         let (width, height) = self.size.unwrap_or((width, height));
-        if let Err(outside) = rect.check_within(width, height) {
+        if let Err(outside) = validate::check_within(rect, (width, height)) {
             if x >= width || y >= height {
                 return Err(outside);
             }
@@ -331,7 +318,9 @@ impl Painter {
     /// The shared memory changed in `rect`: read it now.
     pub fn update_map(&mut self, rect: Rect) -> Result<(), InvalidInput> {
         match &self.source {
-            Source::Mapped(map) => rect.check_within(map.layout.width, map.layout.height)?,
+            Source::Mapped(map) => {
+                validate::check_within(rect, (map.layout.width, map.layout.height))?
+            }
             _ => return Err(InvalidInput::NoScanout),
         }
         self.read_map(rect)
@@ -348,21 +337,22 @@ impl Painter {
         let bpp = l.format.bytes_per_pixel as usize;
         let stride = l.stride as usize;
         let per_read = (READ_CHUNK / stride).max(1) as u32;
+        // Within the map (checked by the callers): origin and end are exact.
+        let ((x, mut first), (_, bottom)) = (rect.origin(), rect.end());
         let mut result = Ok(());
-        let mut first = rect.y;
-        while first < rect.bottom() {
-            let count = per_read.min(rect.bottom() - first);
+        while first < bottom {
+            let count = per_read.min(bottom - first);
             if let Err(why) = map.read_rows(first, count, &mut self.scratch) {
                 result = Err(why);
                 break;
             }
             for i in 0..count as usize {
-                let start = i * stride + rect.x as usize * bpp;
+                let start = i * stride + x as usize * bpp;
                 let src = &self.scratch[start..start + rect.width as usize * bpp];
                 let _ = decode_into(
                     &mut self.work,
                     l.format,
-                    rect.x,
+                    x,
                     first + i as u32,
                     src,
                     rect.width,
@@ -440,7 +430,7 @@ impl Painter {
             .iter()
             .filter(|(v, _)| *v > version)
             .map(|(_, r)| *r)
-            .reduce(union);
+            .reduce(|a, b| a.union(&b));
         Some(rect)
     }
 
@@ -459,8 +449,9 @@ impl Painter {
             Some(None) => {}
             Some(Some(rect)) => {
                 let (w, h) = (self.work.width, self.work.height);
-                let (x0, x1) = (rect.x.min(w) as usize * 4, rect.right().min(w) as usize * 4);
-                for y in rect.y.min(h)..rect.bottom().min(h) {
+                let ((x0, y0), (x1, y1)) = (rect.origin(), rect.end());
+                let (x0, x1) = (x0.min(w) as usize * 4, x1.min(w) as usize * 4);
+                for y in y0.min(h)..y1.min(h) {
                     spare.frame.row_mut(y)[x0..x1].copy_from_slice(&row(&self.work, y)[x0..x1]);
                 }
             }
@@ -641,7 +632,7 @@ mod tests {
         let mut s = Sink::default();
         assert!(s
             .painter
-            .update_map(Rect::from_wire(0, 0, 1, 1).unwrap())
+            .update_map(validate::rect_from_wire(0, 0, 1, 1).unwrap())
             .is_err());
     }
 
@@ -667,18 +658,19 @@ mod tests {
         // QEMU writes, then the map is read where it changed.
         nix::sys::uio::pwrite(&fd, &[0, 0, 0xff, 0], 4 * (8 * 2 + 3)).unwrap();
         s.painter
-            .update_map(Rect::from_wire(3, 2, 1, 1).unwrap())
+            .update_map(validate::rect_from_wire(3, 2, 1, 1).unwrap())
             .unwrap();
         assert_eq!(rgb_at(&s.rendered(), 3, 2), [255, 0, 0]);
         nix::unistd::ftruncate(&fd, 0).unwrap();
         let err = s
             .painter
-            .update_map(Rect::from_wire(0, 0, 8, 8).unwrap())
+            .update_map(validate::rect_from_wire(0, 0, 8, 8).unwrap())
             .unwrap_err();
         assert!(err.to_string().contains("shrank"), "{err}");
         // The map is gone; copies go on from the last picture.
         assert_eq!(
-            s.painter.update_map(Rect::from_wire(0, 0, 1, 1).unwrap()),
+            s.painter
+                .update_map(validate::rect_from_wire(0, 0, 1, 1).unwrap()),
             Err(InvalidInput::NoScanout)
         );
         s.update(0, 0, xrgb(1, 1, |_, _| 0x00_00_ff_00)).unwrap();

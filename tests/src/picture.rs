@@ -2,9 +2,11 @@
 //! bilinear scale done on the CPU, and a picture letterboxed onto a screen.
 
 use capture::RgbaFrame;
+use dbus_interfaces::Rect;
 
-/// The rectangle (`x`, `y`, `w`, `h`) of `frame`.
-pub fn crop(frame: &RgbaFrame, (x, y, w, h): (u32, u32, u32, u32)) -> RgbaFrame {
+/// The part of `frame` under `rect` (which lies within it).
+pub fn crop(frame: &RgbaFrame, rect: Rect) -> RgbaFrame {
+    let ((x, y), (w, h)) = (rect.origin(), rect.size());
     let mut out = RgbaFrame::default();
     out.reset(w, h);
     for row in 0..h {
@@ -55,26 +57,26 @@ pub fn bilinear(src: &RgbaFrame, width: u32, height: u32) -> RgbaFrame {
 }
 
 /// Where a `src`-sized picture lands on a `screen`-sized output when
-/// scaled to fit with its aspect ratio kept and centred: (x, y, w, h).
-pub fn fit((sw, sh): (u32, u32), (tw, th): (u32, u32)) -> (u32, u32, u32, u32) {
-    let (w, h) = if u64::from(tw) * u64::from(sh) <= u64::from(th) * u64::from(sw) {
-        (
-            tw,
-            ((u64::from(sh) * u64::from(tw) + u64::from(sw) / 2) / u64::from(sw)) as u32,
-        )
-    } else {
-        (
-            ((u64::from(sw) * u64::from(th) + u64::from(sh) / 2) / u64::from(sh)) as u32,
-            th,
-        )
-    };
-    ((tw - w) / 2, (th - h) / 2, w, h)
+/// scaled to fit with its aspect ratio kept and centred. Written here again
+/// on purpose, in floating point: the tests' oracle for the sink's
+/// integer `Rect::fit_into`.
+pub fn fit((sw, sh): (u32, u32), (tw, th): (u32, u32)) -> Rect {
+    let (sw, sh, tw, th) = (f64::from(sw), f64::from(sh), f64::from(tw), f64::from(th));
+    let scale = (tw / sw).min(th / sh);
+    let (w, h) = ((sw * scale).round(), (sh * scale).round());
+    Rect::new(
+        ((tw - w) / 2.0).floor() as i32,
+        ((th - h) / 2.0).floor() as i32,
+        w as u32,
+        h as u32,
+    )
 }
 
 /// `src` scaled to fit a black `screen` (bilinear, opaque): what a monitor
 /// shows of a guest picture of another size.
 pub fn letterboxed(src: &RgbaFrame, screen: (u32, u32)) -> RgbaFrame {
-    let (x, y, w, h) = fit((src.width, src.height), screen);
+    let at = fit((src.width, src.height), screen);
+    let ((x, y), (w, h)) = (at.origin(), at.size());
     let scaled = if (w, h) == (src.width, src.height) {
         src.clone()
     } else {
@@ -102,9 +104,10 @@ mod tests {
 
     #[test]
     fn fit_centres_with_bars() {
-        assert_eq!(fit((400, 200), (640, 480)), (0, 80, 640, 320));
-        assert_eq!(fit((640, 480), (640, 480)), (0, 0, 640, 480));
-        assert_eq!(fit((640, 480), (1280, 720)), (160, 0, 960, 720));
+        assert_eq!(fit((400, 200), (640, 480)), Rect::new(0, 80, 640, 320));
+        assert_eq!(fit((640, 480), (640, 480)), Rect::new(0, 0, 640, 480));
+        assert_eq!(fit((640, 480), (1280, 720)), Rect::new(160, 0, 960, 720));
+        assert_eq!(fit((720, 400), (1024, 768)), Rect::new(0, 99, 1024, 569));
     }
 
     #[test]

@@ -714,7 +714,8 @@ fn display_demo_shows_the_demo_vm_on_vkms() {
     let png = read_png(&out).unwrap();
     assert_eq!((png.width, png.height), (1024, 768), "{log}");
     // 720x400 fitted into 1024x768: 1024x569 at y = 99.
-    let (_, y, _, h) = tests::picture::fit(TEXT_MODE_SIZE, (1024, 768));
+    let fitted = tests::picture::fit(TEXT_MODE_SIZE, (1024, 768));
+    let (y, h) = (fitted.y as u32, fitted.height);
     let lit = |rows: std::ops::Range<u32>| {
         rows.flat_map(|r| {
             png.pixels[(r * 1024 * 4) as usize..((r + 1) * 1024 * 4) as usize].chunks_exact(4)

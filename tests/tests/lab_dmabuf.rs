@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use capture::{read_png, RgbaFrame};
+use dbus_interfaces::Rect;
 use drm_fourcc::DrmFourcc;
 use serde_json::json;
 use sink::output::kms::{find_node, NodeKind};
@@ -133,7 +134,7 @@ fn fake_qemu_udmabufs_sub_rectangles_orientation_formats_and_release() {
     wait_for_picture(
         "v2 sub-rectangle",
         &out,
-        &opaque(&crop(&big.expected(0), (16, 8, 40, 30))),
+        &opaque(&crop(&big.expected(0), Rect::new(16, 8, 40, 30))),
         timeout,
     );
 

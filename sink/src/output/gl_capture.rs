@@ -111,24 +111,8 @@ impl GlCapture {
         let Some(current) = self.current else {
             return (x, y);
         };
-        let Rect {
-            x: sx,
-            y: sy,
-            width: sw,
-            height: sh,
-        } = current.rect;
-        let target = self.size.unwrap_or((sw, sh));
-        let how = Composition::fit(current.rect, target, current.y0_top);
-        let Rect {
-            x: dx,
-            y: dy,
-            width: dw,
-            height: dh,
-        } = how.dst;
-        (
-            i64::from(dx) + (x - i64::from(sx)) * i64::from(dw) / i64::from(sw),
-            i64::from(dy) + (y - i64::from(sy)) * i64::from(dh) / i64::from(sh),
-        )
+        let target = self.size.unwrap_or(current.rect.size());
+        Composition::fit(current.rect, target, current.y0_top).map_point(x, y)
     }
 
     /// Whether there is a picture: a composed frame, or black after a

@@ -104,7 +104,7 @@ fn map_ingest((w, h): (u32, u32), frames: u64) -> anyhow::Result<f64> {
 /// painter, against decoding straight from a mapping of the same memfd (how
 /// it was read before). Milliseconds per frame: (pread, mmap).
 fn map_read_cost((w, h): (u32, u32), rounds: u32) -> anyhow::Result<(f64, f64)> {
-    use dbus_interfaces::{Layout, Rect, SharedMap};
+    use dbus_interfaces::{Layout, SharedMap};
     let len = (w * h * 4) as usize;
     let memfd = nix::sys::memfd::memfd_create("bench", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
     nix::unistd::ftruncate(&memfd, len as i64)?;
@@ -112,7 +112,7 @@ fn map_read_cost((w, h): (u32, u32), rounds: u32) -> anyhow::Result<(f64, f64)> 
     let layout = Layout::new(w, h, w * 4, PIXMAN_X8R8G8B8)?;
     let mut painter = sink::surface::Painter::default();
     painter.scanout_map(SharedMap::new(memfd.try_clone()?, 0, layout)?)?;
-    let all = Rect::from_wire(0, 0, w as i32, h as i32)?;
+    let all = dbus_interfaces::validate::rect_from_wire(0, 0, w as i32, h as i32)?;
     let start = Instant::now();
     for _ in 0..rounds {
         painter.update_map(all)?;

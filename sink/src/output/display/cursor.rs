@@ -12,33 +12,6 @@ use crate::output::kms::{Card, DumbBuffer, Framebuffer, KmsError, PlaneConfig, R
 /// The largest cursor-plane buffer made, whatever size the driver asks.
 const MAX_CURSOR_PLANE: u64 = 512;
 
-/// How guest coordinates land on the output: the picture's source rect
-/// and where it is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PictureMap {
-    pub src: Rect,
-    pub dst: Rect,
-}
-
-impl PictureMap {
-    pub fn of(how: &Composition) -> PictureMap {
-        PictureMap {
-            src: how.src,
-            dst: how.dst,
-        }
-    }
-
-    /// A guest point on the output.
-    pub fn map(&self, x: i64, y: i64) -> (i64, i64) {
-        let (s, d) = (self.src, self.dst);
-        (
-            i64::from(d.x) + (x - i64::from(s.x)) * i64::from(d.width) / i64::from(s.width.max(1)),
-            i64::from(d.y)
-                + (y - i64::from(s.y)) * i64::from(d.height) / i64::from(s.height.max(1)),
-        )
-    }
-}
-
 /// The cursor plane's buffer (ARGB8888 of the size the driver asks for).
 struct CursorPlane {
     buffer: DumbBuffer,
@@ -117,12 +90,12 @@ impl Cursor {
 
     /// The cursor plane's configuration for a picture placed by `picture`:
     /// `Some(None)` turns the plane off, `None` means no cursor plane.
-    pub fn plane_config(&self, picture: Option<PictureMap>) -> Option<Option<PlaneConfig<'_>>> {
+    pub fn plane_config(&self, picture: Option<Composition>) -> Option<Option<PlaneConfig<'_>>> {
         let plane = self.plane.as_ref()?;
         let at = self
             .shape
             .zip(picture)
-            .map(|((x, y, _, _), picture)| picture.map(x, y));
+            .map(|((x, y, _, _), picture)| picture.map_point(x, y));
         Some(at.map(|(x, y)| PlaneConfig {
             fb: &plane.fb,
             src: Rect::of_size(plane.size),
@@ -160,7 +133,7 @@ impl Cursor {
         &mut self,
         renderer: &mut Renderer,
         target: &Target,
-        picture: Option<PictureMap>,
+        picture: Option<Composition>,
     ) -> Result<(), gl_renderer::RenderError> {
         if self.plane.is_some() {
             return Ok(());
@@ -172,7 +145,7 @@ impl Cursor {
         let Some(texture) = &self.texture else {
             return Ok(());
         };
-        let (x, y) = picture.map(x, y);
+        let (x, y) = picture.map_point(x, y);
         let how = Composition {
             src: Rect::of_size((w, h)),
             dst: Rect::new(
@@ -224,22 +197,4 @@ fn write_cursor(plane: &mut CursorPlane, w: u32, h: u32, argb: &[u8]) -> Result<
         bytes[row * stride..row * stride + cw * 4].copy_from_slice(line);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guest_points_land_through_the_letterbox() {
-        // 640x480 pillarboxed on 1920x1080: x 240..1680, scale 2.25.
-        let map = PictureMap::of(&Composition::fit(
-            Rect::of_size((640, 480)),
-            (1920, 1080),
-            false,
-        ));
-        assert_eq!(map.map(0, 0), (240, 0));
-        assert_eq!(map.map(640, 480), (1680, 1080));
-        assert_eq!(map.map(320, 240), (960, 540));
-    }
 }

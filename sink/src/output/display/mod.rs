@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drm::buffer::{DrmFourcc, DrmModifier};
-use gl_renderer::{RenderDevice, Renderer, Target};
+use gl_renderer::{Composition, RenderDevice, Renderer, Target};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -55,7 +55,7 @@ use crate::output::kms::{
 use crate::state::{Shared, StopReason};
 
 use self::capture::Capture;
-use self::cursor::{Cursor, PictureMap};
+use self::cursor::Cursor;
 use self::imports::{Current, Imports};
 use self::link::{Link, Probe};
 use self::slots::{FrameSlots, Shown};
@@ -241,7 +241,7 @@ pub struct Display {
     surface: Surface2d,
     cursor: Cursor,
     /// Where the picture being shown sits on the output.
-    picture: Option<PictureMap>,
+    picture: Option<Composition>,
     capture: Capture,
     link: Link,
     probe: Probe,

@@ -13,8 +13,6 @@ use crate::frame::{monotonic_now, ShowPath};
 use crate::output::kms::{Framebuffer, KmsError, PlaneConfig, Rect, Request};
 use crate::output::wait_for_gpu;
 
-use super::cursor::PictureMap;
-
 impl Display {
     /// Presents the queued picture, if any.
     pub(super) fn present_queued(&mut self) {
@@ -168,10 +166,7 @@ impl Display {
                 frame.record.path = Some(ShowPath::Direct);
                 let config = self.direct_config(&fb, current);
                 let (src, dst) = (config.src, config.dst);
-                self.picture = Some(PictureMap {
-                    src: current.layout.rect,
-                    dst,
-                });
+                self.picture = Some(self.fit(current));
                 let shown = Shown {
                     picture: Picture {
                         fb,
@@ -229,12 +224,16 @@ impl Display {
 
     /// The guest's rect on the whole output: letterboxed, scaled to fit.
     fn direct_config<'a>(&self, fb: &'a Framebuffer, current: Current) -> PlaneConfig<'a> {
-        let how = Composition::fit(current.layout.rect, self.mode_size(), false);
         PlaneConfig {
             fb,
             src: current.layout.rect,
-            dst: PictureMap::of(&how).dst,
+            dst: self.fit(current).dst,
         }
+    }
+
+    /// The guest's rect letterboxed on the whole output.
+    fn fit(&self, current: Current) -> Composition {
+        Composition::fit(current.layout.rect, self.mode_size(), false)
     }
 
     /// The path for frames of this layout: decided (and logged) once.
@@ -324,7 +323,7 @@ impl Display {
         self.renderer.clear(target);
         let how = Composition::fit(current.layout.rect, mode, current.layout.y0_top);
         self.renderer.draw(target, Source::Image(image), &how)?;
-        self.picture = Some(PictureMap::of(&how));
+        self.picture = Some(how);
         self.cursor.draw(&mut self.renderer, target, self.picture)?;
         wait_for_gpu(&mut self.renderer, "flipping anyway")?;
         Ok(())
@@ -377,7 +376,7 @@ impl Display {
         self.renderer.clear(target);
         let how = Composition::fit(Rect::of_size((w, h)), self.mode_size(), false);
         self.renderer.draw(target, Source::Texture(texture), &how)?;
-        self.picture = Some(PictureMap::of(&how));
+        self.picture = Some(how);
         wait_for_gpu(&mut self.renderer, "flipping anyway")?;
         self.flip_canvas(index, None)
     }
