@@ -11,6 +11,7 @@ use capture::RgbaFrame;
 use dbus_interfaces::format::PIXMAN_X8R8G8B8;
 use serde_bytes::Bytes;
 
+use crate::attached::Attached;
 use crate::fake_qemu::FakeListener;
 use crate::sink_run::wait_for_picture;
 
@@ -121,4 +122,39 @@ pub fn far_updates(
     want.pixels[i..i + 4].copy_from_slice(&[0xff, 0, 0, 0xff]);
     wait_for_picture("after the far updates", out, &want, Duration::from_secs(30));
     (before, proc_status_kb(pid, "VmHWM") / 1024)
+}
+
+/// [`truncated_map`] against an attached sink, then its log: one line for
+/// the unreadable map.
+pub fn check_truncated_map(s: Attached, size: (u32, u32)) {
+    let s = s.play(|s| truncated_map(&s.listener, &s.out, size));
+    let log = s.sink.stop();
+    assert_eq!(
+        log.matches("dropping UpdateMap").count(),
+        1,
+        "one line for the unreadable map: {log}"
+    );
+}
+
+/// [`far_updates`] against an attached sink (`who`, for the figure it
+/// prints), then its peak memory and its log: one line per far update.
+pub fn check_far_updates(s: Attached, size: (u32, u32), who: &str) {
+    let mut peaks = (0, 0);
+    let s = s.play(|s| {
+        peaks = far_updates(&s.listener, &s.out, size, s.sink.pid());
+    });
+    let log = s.sink.stop();
+    let (before, after) = peaks;
+    eprintln!("{who}'s peak RSS: {before} MB with the picture, {after} MB after the far updates");
+    // Most of it is the GL renderer (llvmpipe); a 640x480 picture is 1.2 MB.
+    assert!(
+        after < before + 16,
+        "peak RSS {before} -> {after} MB: {log}"
+    );
+    let outside = format!("outside the {}x{} surface", size.0, size.1);
+    assert_eq!(
+        log.matches(&outside).count(),
+        4,
+        "one line per far update: {log}"
+    );
 }

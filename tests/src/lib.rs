@@ -14,6 +14,7 @@ use sink::vm::{start_qemu, Guard, PrivateBus, QemuConfig};
 
 pub use sink;
 
+pub mod attached;
 pub mod bench;
 pub mod dmabuf;
 pub mod fake_qemu;

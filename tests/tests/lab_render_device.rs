@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use drm_fourcc::DrmFourcc;
 use sink::output::kms::{find_node, NodeKind};
+use tests::attached::Attached;
 use tests::fake_qemu::{BufferDesc, FakeQemu};
 use tests::lab::require_lab;
 use tests::silent_peer::silent_peer;
@@ -21,50 +22,50 @@ use tests::*;
 
 const UUID: &str = "00000000-0000-4000-8000-0000000de71c";
 
-fn forced_software(mut command: std::process::Command) -> Sink {
-    command.env("LIBGL_ALWAYS_SOFTWARE", "1");
-    Sink::spawn(command)
+/// Runs `qemu-sink COMMAND` with `LIBGL_ALWAYS_SOFTWARE=1` and
+/// `--render-device auto` against the fake QEMU, shows one udmabuf of
+/// `size` and waits until the picture written to `--out`/`--capture` is
+/// the buffer's. Returns the sink's log.
+fn guests_picture_with_software_forced(
+    command: &str,
+    size: (u32, u32),
+    args: &[&str],
+    picture_option: &str,
+) -> String {
+    let tag = format!("render-{command}");
+    let env = [("LIBGL_ALWAYS_SOFTWARE", "1")];
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--render-device", "auto"]);
+    let mut s = Attached::start(&tag, size, command, &all, picture_option, &env);
+    let listener = &mut s.listener;
+    let buffer = Udmabuf::new(size.0, size.1, DrmFourcc::Xrgb8888).unwrap();
+    listener
+        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(size.0, size.1), false)
+        .unwrap();
+    assert!(
+        listener
+            .update_dmabuf(0, 0, size.0 as i32, size.1 as i32)
+            .ok
+    );
+    wait_for_picture(
+        &format!("{command}, LIBGL_ALWAYS_SOFTWARE=1, auto"),
+        &s.out,
+        &opaque(&buffer.expected(0)),
+        Duration::from_secs(60),
+    );
+    let log = s.sink.stop();
+    assert!(
+        log.contains("LIBGL_ALWAYS_SOFTWARE is set: rendering on Mesa's software device"),
+        "{log}"
+    );
+    log
 }
 
 #[test]
 #[ignore = "needs the lab"]
 fn capture_with_libgl_always_software_and_auto_shows_the_guests_picture() {
     require_lab();
-    let dir = TempDir::new("lab-render-capture");
-    let bus = private_bus(&dir);
-    let fake = FakeQemu::on_bus(&bus.address, "render-capture", UUID, (64, 48)).unwrap();
-    let out = dir.path("capture.png");
-    let sink = forced_software(sink_command(&[
-        "capture",
-        "--bus",
-        &bus.address,
-        "--vm",
-        "render-capture",
-        "--out",
-        out.to_str().unwrap(),
-        "--render-device",
-        "auto",
-    ]));
-    let mut listener = match fake.accept_listener(Duration::from_secs(60)) {
-        Ok(listener) => listener,
-        Err(err) => panic!("{err:#}; sink:\n{}", sink.abort()),
-    };
-    let buffer = Udmabuf::new(64, 48, DrmFourcc::Xrgb8888).unwrap();
-    listener
-        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(64, 48), false)
-        .unwrap();
-    assert!(listener.update_dmabuf(0, 0, 64, 48).ok);
-    wait_for_picture(
-        "capture, LIBGL_ALWAYS_SOFTWARE=1, auto",
-        &out,
-        &opaque(&buffer.expected(0)),
-        Duration::from_secs(60),
-    );
-    let log = sink.stop();
-    assert!(
-        log.contains("LIBGL_ALWAYS_SOFTWARE is set: rendering on Mesa's software device"),
-        "{log}"
-    );
+    guests_picture_with_software_forced("capture", (64, 48), &[], "--out");
 }
 
 /// Composed by GL (`--path composite`), so the picture on the monitor
@@ -73,49 +74,11 @@ fn capture_with_libgl_always_software_and_auto_shows_the_guests_picture() {
 #[ignore = "needs the lab"]
 fn display_with_libgl_always_software_and_auto_shows_the_guests_picture() {
     require_lab();
-    let dir = TempDir::new("lab-render-display");
-    let bus = private_bus(&dir);
-    let fake = FakeQemu::on_bus(&bus.address, "render-display", UUID, (640, 480)).unwrap();
     let card = find_node(NodeKind::Primary, "vkms").expect("the vkms card");
-    let out = dir.path("screen.png");
-    let sink = forced_software(sink_command(&[
-        "display",
-        "--bus",
-        &bus.address,
-        "--vm",
-        "render-display",
-        "--device",
-        card.to_str().unwrap(),
-        "--mode",
-        "640x480",
-        "--path",
-        "composite",
-        "--capture",
-        out.to_str().unwrap(),
-        "--render-device",
-        "auto",
-    ]));
-    let mut listener = match fake.accept_listener(Duration::from_secs(60)) {
-        Ok(listener) => listener,
-        Err(err) => panic!("{err:#}; sink:\n{}", sink.abort()),
-    };
-    let buffer = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
-    listener
-        .scanout_dmabuf(buffer.fd(), BufferDesc::xrgb(640, 480), false)
-        .unwrap();
-    assert!(listener.update_dmabuf(0, 0, 640, 480).ok);
-    wait_for_picture(
-        "display, LIBGL_ALWAYS_SOFTWARE=1, auto",
-        &out,
-        &opaque(&buffer.expected(0)),
-        Duration::from_secs(60),
-    );
-    let log = sink.stop();
+    let card = card.to_str().unwrap();
+    let args = ["--device", card, "--mode", "640x480", "--path", "composite"];
+    let log = guests_picture_with_software_forced("display", (640, 480), &args, "--capture");
     assert!(log.contains("composed by GL"), "{log}");
-    assert!(
-        log.contains("LIBGL_ALWAYS_SOFTWARE is set: rendering on Mesa's software device"),
-        "{log}"
-    );
 }
 
 /// QEMU leaves, and what takes `org.qemu` never answers: `display` keeps
