@@ -155,6 +155,20 @@ pub struct ConsoleServer {
     pub width: u32,
     pub height: u32,
     pub listeners: std::sync::mpsc::Sender<std::os::fd::OwnedFd>,
+    /// Where `SetUIInfo` calls go; `None`: the console answers as std VGA
+    /// does (it has no `ui_info`), that it cannot.
+    pub ui_infos: Option<std::sync::mpsc::Sender<UiInfo>>,
+}
+
+/// One `SetUIInfo` call: the monitor a UI shows the console on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UiInfo {
+    pub width_mm: u16,
+    pub height_mm: u16,
+    pub xoff: i32,
+    pub yoff: i32,
+    pub width: u32,
+    pub height: u32,
 }
 
 #[zbus::interface(name = "org.qemu.Display1.Console")]
@@ -169,16 +183,27 @@ impl ConsoleServer {
     #[allow(clippy::too_many_arguments)]
     async fn set_ui_info(
         &self,
-        _width_mm: u16,
-        _height_mm: u16,
-        _xoff: i32,
-        _yoff: i32,
-        _width: u32,
-        _height: u32,
+        width_mm: u16,
+        height_mm: u16,
+        xoff: i32,
+        yoff: i32,
+        width: u32,
+        height: u32,
     ) -> zbus::fdo::Result<()> {
-        Err(zbus::fdo::Error::NotSupported(
-            "std VGA has no ui_info".into(),
-        ))
+        let Some(calls) = &self.ui_infos else {
+            return Err(zbus::fdo::Error::NotSupported(
+                "std VGA has no ui_info".into(),
+            ));
+        };
+        let _ = calls.send(UiInfo {
+            width_mm,
+            height_mm,
+            xoff,
+            yoff,
+            width,
+            height,
+        });
+        Ok(())
     }
 
     #[zbus(property)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbus_interfaces::proxies::{console_path, ConsoleProxyBlocking, VmProxyBlocking};
+use dbus_interfaces::proxies::{console_path, ConsoleProxy, ConsoleProxyBlocking, VmProxyBlocking};
 use dbus_interfaces::QEMU_BUS_NAME;
 use dbus_interfaces::{listener_socketpair, serve_listener, ListenerHandler, ListenerOptions};
 use futures_lite::StreamExt;
@@ -363,6 +363,7 @@ pub fn attach(
     tracing::info!("attached to console {} of {peer}", options.console);
     let mut watchers = vec![watch_disconnect(&listener, shared.clone())];
     watchers.extend(watch_console_size(&console, shared.clone()));
+    watchers.extend(tell_monitor(&console, shared.clone()));
     Ok(Attached {
         control,
         listener,
@@ -429,6 +430,62 @@ fn watch_console_size(
         }
     };
     Some(connection.executor().spawn(watch, "console-size"))
+}
+
+/// Tells the console the monitor it is shown on (`SetUIInfo`), at attach
+/// and whenever the output lights another mode or panel, for as long as the
+/// attachment lives. A console that cannot take it (std VGA: QEMU answers
+/// `Unsupported`) is said so once and left at its own size.
+fn tell_monitor(
+    console: &ConsoleProxyBlocking<'static>,
+    shared: Arc<Shared>,
+) -> Option<zbus::Task<()>> {
+    let connection = console.inner().connection().inner().clone();
+    let proxy = ConsoleProxy::builder(&connection)
+        .cache_properties(CacheProperties::No)
+        .path(console.inner().path().to_owned())
+        .and_then(|b| match console.inner().destination().as_str() {
+            "" => Ok(b),
+            dest => b.destination(dest.to_owned()),
+        });
+    let proxy = match proxy {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::warn!("cannot tell the console its monitor: {err}");
+            return None;
+        }
+    };
+    let tell = async move {
+        let Ok(console) = proxy.build().await else {
+            return;
+        };
+        let mut told = None;
+        loop {
+            let changed = shared.monitor_changed();
+            if let Some((serial, m)) = shared.monitor().filter(|&(serial, _)| told != Some(serial))
+            {
+                told = Some(serial);
+                let (w, h, w_mm, h_mm) = (m.width, m.height, m.width_mm, m.height_mm);
+                match console.set_ui_info(w_mm, h_mm, 0, 0, w, h).await {
+                    Ok(()) => tracing::info!(
+                        "told the guest its monitor: {w}x{h}, {w_mm}x{h_mm} mm (SetUIInfo)"
+                    ),
+                    Err(zbus::Error::MethodError(name, message, _))
+                        if name.ends_with("Unsupported") || name.ends_with("NotSupported") =>
+                    {
+                        tracing::info!(
+                            "this console cannot be sized to the monitor ({}): the guest keeps its own size",
+                            message.as_deref().unwrap_or(name.as_str())
+                        );
+                        return;
+                    }
+                    Err(err) => tracing::warn!("SetUIInfo {w}x{h}: {err}"),
+                }
+            }
+            changed.await;
+        }
+    };
+    Some(connection.executor().spawn(tell, "tell-monitor"))
 }
 
 fn apply_console_size(shared: &Shared, width: Option<u32>, height: Option<u32>) {

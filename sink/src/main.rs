@@ -214,6 +214,13 @@ struct DisplayArgs {
     /// plane (for drivers whose cursor plane misbehaves).
     #[arg(long)]
     no_cursor_plane: bool,
+    /// Do not tell the guest the monitor's size. By default the console is
+    /// told the mode and the panel's size (QEMU's SetUIInfo) whenever the
+    /// monitor is lit, so that a guest that follows it (virtio-gpu) takes
+    /// the monitor's native mode and its buffers can be scanned out as
+    /// they are.
+    #[arg(long)]
+    no_resize: bool,
     #[command(flatten)]
     latency: LatencyArgs,
 }
@@ -425,6 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout: seconds(args.timeout, "timeout")?,
                 latency_interval: args.latency.interval(false)?,
                 no_cursor_plane: args.no_cursor_plane,
+                no_resize: args.no_resize,
             };
             // Light the monitor (and warm up GL) before QEMU waits on us.
             let display = OutputThread::start(options, shared.clone())?;

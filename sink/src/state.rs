@@ -61,9 +61,25 @@ impl SinkState {
     }
 }
 
+/// The monitor a console is shown on, as the guest should be told it
+/// (QEMU's `Console.SetUIInfo`): the mode's size and the panel's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Monitor {
+    pub width: u32,
+    pub height: u32,
+    /// The panel's physical size in mm, 0 when the EDID does not say.
+    pub width_mm: u16,
+    pub height_mm: u16,
+}
+
 #[derive(Debug, Default)]
 pub struct Shared {
     state: Mutex<SinkState>,
+    /// The monitor the output lit last, numbered (each lighting counts:
+    /// a replug of the same monitor is told again); `None`: headless, not
+    /// lit yet, or the guest is not to be resized. Outlives attachments.
+    monitor: Mutex<Option<(u64, Monitor)>>,
+    monitor_changed: event_listener::Event,
     /// The D-Bus side's picture. Lock order: this one, then `state`; an
     /// output never takes it.
     painter: Mutex<Painter>,
@@ -117,6 +133,26 @@ impl Shared {
             let _ = self.wake.set(fd);
         }
         Ok(self.wake.get().expect("just set").as_fd())
+    }
+
+    /// The output lit `monitor`: every attachment tells its console.
+    pub fn set_monitor(&self, monitor: Monitor) {
+        let mut slot = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
+        let serial = slot.map_or(0, |(serial, _)| serial + 1);
+        *slot = Some((serial, monitor));
+        drop(slot);
+        self.monitor_changed.notify(usize::MAX);
+    }
+
+    /// The monitor lit last and its number (see [`Shared::set_monitor`]).
+    pub fn monitor(&self) -> Option<(u64, Monitor)> {
+        *self.monitor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves at the next [`Shared::set_monitor`] (listen, then read the
+    /// monitor, then await: no change is missed).
+    pub fn monitor_changed(&self) -> event_listener::EventListener {
+        self.monitor_changed.listen()
     }
 
     /// Consumes the pending wakes of [`Shared::wake_fd`].

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dbus_interfaces::qemu_side::{
     ConsoleServer, ListenerProxyBlocking, MapListenerProxyBlocking,
-    ScanoutDmabuf2ListenerProxyBlocking, VmServer,
+    ScanoutDmabuf2ListenerProxyBlocking, UiInfo, VmServer,
 };
 use dbus_interfaces::QEMU_BUS_NAME;
 use zbus::blocking::Connection;
@@ -25,6 +25,7 @@ pub struct FakeQemu {
     pub name: String,
     _bus: Connection,
     listeners: Receiver<OwnedFd>,
+    ui_infos: Receiver<UiInfo>,
 }
 
 impl FakeQemu {
@@ -35,6 +36,7 @@ impl FakeQemu {
         size: (u32, u32),
     ) -> anyhow::Result<FakeQemu> {
         let (tx, listeners) = channel();
+        let (ui_info_tx, ui_infos) = channel();
         let bus = zbus::blocking::connection::Builder::address(address)?
             .serve_at(
                 "/org/qemu/Display1/VM",
@@ -51,6 +53,7 @@ impl FakeQemu {
                     width: size.0,
                     height: size.1,
                     listeners: tx,
+                    ui_infos: Some(ui_info_tx),
                 },
             )?
             .build()
@@ -68,7 +71,13 @@ impl FakeQemu {
             name: name.to_owned(),
             _bus: bus,
             listeners,
+            ui_infos,
         })
+    }
+
+    /// The next `SetUIInfo` the console received, waiting at most `timeout`.
+    pub fn next_ui_info(&self, timeout: Duration) -> Option<UiInfo> {
+        self.ui_infos.recv_timeout(timeout).ok()
     }
 
     /// Waits for a sink's `RegisterListener` and completes the p2p handshake

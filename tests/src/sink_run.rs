@@ -71,6 +71,11 @@ impl Sink {
         true
     }
 
+    /// What it logged so far (for a failing test's message).
+    pub fn log_so_far(&self) -> String {
+        self.so_far.lock().unwrap().clone()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -166,6 +171,27 @@ pub fn opaque(frame: &RgbaFrame) -> RgbaFrame {
 }
 
 /// Waits until `path` holds exactly `want` (the sink rewrites it on change).
+/// Waits until the PNG at `path` equals `want` within `tolerance` per
+/// channel (a picture GL scaled: the filter's rounding), at most `timeout`.
+pub fn wait_for_picture_within(
+    what: &str,
+    path: &Path,
+    want: &RgbaFrame,
+    tolerance: u8,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match read_png(path).map(|got| capture::compare_rgb(&got, want, tolerance)) {
+            Ok(Ok(())) => return,
+            Ok(Err(diff)) if Instant::now() > deadline => panic!("{what}: {diff}"),
+            _ if Instant::now() > deadline => panic!("{what}: {} never appeared", path.display()),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn wait_for_picture(what: &str, path: &Path, want: &RgbaFrame, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {

@@ -146,6 +146,7 @@ fn connect((w, h): (u32, u32), qemu_sndbuf: Option<usize>) -> anyhow::Result<Set
                     width: w,
                     height: h,
                     listeners: tx,
+                    ui_infos: None,
                 },
             )?
             .build()

@@ -110,6 +110,8 @@ pub struct DisplayOptions {
     pub latency_interval: Option<Duration>,
     /// Draw the cursor with GL, not on the cursor plane.
     pub no_cursor_plane: bool,
+    /// Do not tell the guest the monitor's size (`SetUIInfo`).
+    pub no_resize: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +250,9 @@ pub struct Display {
     counters: Counters,
     /// When the first run began (`--timeout` counts from it).
     started: Option<Instant>,
+    /// Whether the monitor lit now was published for the guest to be
+    /// sized to (see `tell_monitor`).
+    told: bool,
 }
 
 impl Display {
@@ -305,6 +310,7 @@ impl Display {
             probe: Probe::default(),
             counters: Counters::default(),
             started: None,
+            told: false,
         };
         // Black until the guest's first frame.
         display.light_black()?;
@@ -365,6 +371,7 @@ impl Display {
             if self.probe.due() {
                 self.probe_link();
             }
+            self.tell_monitor(shared);
 
             let mut state = shared.lock();
             let stop = state.stop;

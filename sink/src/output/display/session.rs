@@ -1,11 +1,12 @@
 //! The output's session with its monitor: the connector unplugged and
 //! back (polled: vkms and others send no hotplug event for it), DRM master
 //! lost to another process and taken back; each time lit again with the
-//! mode picked afresh.
+//! mode picked afresh, and the guest told the monitor it is shown on.
 
 use super::link::Link;
 use super::{canvases, Display, DisplayError, Next};
 use crate::output::kms::{KmsError, Pipe};
+use crate::state::{Monitor, Shared};
 
 impl Display {
     /// Looks at the link once a second.
@@ -110,10 +111,35 @@ impl Display {
             self.capture.resized();
         }
         self.light_black()?;
+        self.told = false;
         // A 2D console shows again at once; a DMA-BUF one with its next frame.
         if self.surface.frame.width > 0 && self.imports.current.is_none() {
             self.slots.enqueue(Next::Surface, None);
         }
         Ok(())
+    }
+
+    /// Publishes the monitor once per lighting (at start, after a replug or
+    /// master regained: it may be another monitor, or the guest may have
+    /// moved on), for the attachments to tell QEMU (`SetUIInfo`); not with
+    /// `--no-resize`, nor while unlit.
+    pub(super) fn tell_monitor(&mut self, shared: &Shared) {
+        if self.options.no_resize || self.link != Link::Lit {
+            return;
+        }
+        let pipe = self.committer.pipe();
+        let (width, height) = pipe.size();
+        let mm = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        let (width_mm, height_mm) = pipe.size_mm.map_or((0, 0), |(w, h)| (mm(w), mm(h)));
+        let monitor = Monitor {
+            width,
+            height,
+            width_mm,
+            height_mm,
+        };
+        if !self.told {
+            self.told = true;
+            shared.set_monitor(monitor);
+        }
     }
 }

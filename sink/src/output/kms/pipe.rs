@@ -101,6 +101,8 @@ pub struct Pipe {
     pub name: String,
     pub crtc: crtc::Handle,
     pub mode: Mode,
+    /// The panel's physical size in mm (from its EDID), if it says.
+    pub size_mm: Option<(u32, u32)>,
     pub primary: Plane,
     pub cursor: Option<Plane>,
     pub connector_props: PropMap,
@@ -170,6 +172,7 @@ impl Pipe {
             name,
             crtc,
             mode,
+            size_mm: info.size().filter(|&(w, h)| w > 0 && h > 0),
             primary,
             cursor,
             connector_props: PropMap::read(card, info.handle())?,
