@@ -96,6 +96,11 @@ impl GlQemu {
         vm
     }
 
+    /// QEMU's process id (to kill it as a crash would).
+    pub fn pid(&self) -> u32 {
+        self._qemu.pid()
+    }
+
     /// What QEMU wrote to stderr so far (the last 4 KiB), for failure messages.
     pub fn stderr(&self) -> String {
         read_tail(&self.stderr_path)
@@ -198,4 +203,85 @@ pub fn assert_shown_directly(log: &str, frames: u64) {
         log.contains("CPU bytes copied on the direct path: 0"),
         "{log}"
     );
+}
+
+/// Puts a connector's forced state back (`detect`) even if the test fails.
+pub struct ForcedConnector(PathBuf);
+
+impl ForcedConnector {
+    /// The sysfs `status` file of `card`'s first non-writeback connector.
+    pub fn of(card: &Path) -> ForcedConnector {
+        let card = card.file_name().unwrap().to_str().unwrap().to_owned();
+        let dir = std::fs::read_dir("/sys/class/drm")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with(&format!("{card}-")) && !name.contains("Writeback")
+            })
+            .expect("the card's connector in sysfs");
+        ForcedConnector(dir.join("status"))
+    }
+
+    pub fn force(&self, how: &str) {
+        std::fs::write(&self.0, how).unwrap_or_else(|e| panic!("{}: {e}", self.0.display()));
+    }
+}
+
+impl Drop for ForcedConnector {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "detect");
+    }
+}
+
+/// Takes DRM master away from a running sink as a VT switch would: its
+/// card fd is duplicated into this process (`pidfd_getfd`, root) and
+/// `DROP_MASTER`ed, then this process holds master on a fd of its own
+/// until it lets go.
+pub struct MasterThief {
+    _theirs: std::os::fd::OwnedFd,
+    ours: Option<std::fs::File>,
+}
+
+impl MasterThief {
+    pub fn steal(pid: u32, card: &Path) -> MasterThief {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let fd_number = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == card))
+            .expect("the sink's card fd")
+            .file_name()
+            .to_string_lossy()
+            .parse::<i32>()
+            .unwrap();
+        // SAFETY: plain syscalls; each returned fd is new and owned here.
+        let theirs = unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+            assert!(
+                pidfd >= 0,
+                "pidfd_open: {}",
+                std::io::Error::last_os_error()
+            );
+            let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
+            use std::os::fd::AsRawFd;
+            let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd_number, 0);
+            assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+            OwnedFd::from_raw_fd(fd as i32)
+        };
+        let dup = Observer::from_fd(theirs.try_clone().unwrap());
+        drm::Device::release_master_lock(&dup).expect("DROP_MASTER on the sink's fd");
+        let ours = Observer::open(card);
+        drm::Device::acquire_master_lock(&ours).expect("SET_MASTER for us");
+        MasterThief {
+            _theirs: theirs,
+            ours: Some(ours.into_file()),
+        }
+    }
+
+    /// Lets go of master (closing our fd drops it).
+    pub fn give_back(&mut self) {
+        self.ours = None;
+    }
 }

@@ -17,6 +17,7 @@ pub use sink;
 pub mod bench;
 pub mod dmabuf;
 pub mod fake_qemu;
+pub mod fence;
 pub mod hostile;
 pub mod lab;
 pub mod picture;
