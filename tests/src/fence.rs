@@ -73,9 +73,7 @@ impl HeldFence {
     /// A new fence on the vgem card at `vgem` (its primary node).
     pub fn new(vgem: &Path) -> io::Result<HeldFence> {
         let card = Card(File::options().read(true).write(true).open(vgem)?);
-        let bo = card
-            .create_dumb_buffer((64, 64), drm::buffer::DrmFourcc::Xrgb8888, 32)
-            .map_err(io::Error::from)?;
+        let bo = card.create_dumb_buffer((64, 64), drm::buffer::DrmFourcc::Xrgb8888, 32)?;
         use drm::buffer::Buffer as _;
         let handle: u32 = bo.handle().into();
         let mut attach = VgemFenceAttach {
@@ -86,9 +84,7 @@ impl HeldFence {
         };
         // SAFETY: a live, correctly laid out struct for the call.
         unsafe { vgem_fence_attach(card.0.as_raw_fd(), &mut attach) }.map_err(io::Error::from)?;
-        let dmabuf = card
-            .buffer_to_prime_fd(bo.handle(), drm::CLOEXEC)
-            .map_err(io::Error::from)?;
+        let dmabuf = card.buffer_to_prime_fd(bo.handle(), drm::CLOEXEC)?;
         let mut export = DmaBufSyncFile {
             flags: DMA_BUF_SYNC_READ | DMA_BUF_SYNC_WRITE,
             fd: -1,

@@ -354,7 +354,7 @@ fn crtc_fb(observer: &Observer) -> u32 {
         .crtcs()
         .iter()
         .find_map(|&c| observer.get_crtc(c).ok()?.framebuffer())
-        .map(|fb| u32::from(fb))
+        .map(u32::from)
         .unwrap_or(0)
 }
 
