@@ -655,13 +655,18 @@ fn fault_qemu_sigkilled_with_a_frame_outstanding() {
     let report = read_report(&report);
     let killed_us = killed_at.as_micros() as u64;
     let samples = report["samples"].as_array().expect("samples");
-    let outstanding = samples
+    let outstanding: Vec<&Value> = samples
         .iter()
         .filter(|s| {
             s["received_us"].as_u64().is_some_and(|r| r < killed_us)
                 && s["released_us"].as_u64().is_some_and(|r| r >= killed_us)
         })
-        .count();
+        .collect();
+    eprintln!(
+        "killed at {killed_us} us; outstanding then: {outstanding:?}; frames: {}",
+        report["frames"]
+    );
+    let outstanding = outstanding.len();
     let unreleased = samples
         .iter()
         .filter(|s| !s["released_us"].is_u64())
