@@ -359,11 +359,13 @@ fn crtc_fb(observer: &Observer) -> u32 {
 }
 
 /// The monitor unplugged and plugged back while the sink has no file
-/// descriptor left (RLIMIT_NOFILE lowered to its open fds): whatever the
-/// replug needs and cannot get is one log line, the sink keeps running and
-/// answering; with the limit raised and another replug it is lit again
-/// with the right picture, and on exit the CRTC shows what it showed
-/// before the sink (the console).
+/// descriptor left (RLIMIT_NOFILE lowered to its open fds): it is lit
+/// again or says in one line why not, keeps running and answering; with
+/// the limit raised and another replug it is lit again with the right
+/// picture, and on exit the CRTC shows what it showed before the sink (the
+/// console). (A replug to the same mode size keeps its scanout buffers, so
+/// it needs no new fd; vkms cannot change its mode list at run time, so
+/// the reallocation of a new size is not reached here.)
 #[test]
 #[ignore = "needs the lab"]
 fn fault_replug_with_no_fd_left() {
