@@ -353,6 +353,10 @@ impl Renderer {
     /// Checks the framebuffer bound for `target` (which frees itself if
     /// incomplete).
     fn complete(&mut self, target: Target) -> Result<Target, RenderError> {
+        // The calls that made it first (its storage may have failed with
+        // GL_OUT_OF_MEMORY): an error left pending would be blamed on the
+        // next call checked, e.g. the next buffer's import.
+        self.check("creating a target")?;
         // SAFETY: a plain query on the current context.
         let status = unsafe { self.gl.check_framebuffer_status(glow::FRAMEBUFFER) };
         if status != glow::FRAMEBUFFER_COMPLETE {
@@ -360,7 +364,6 @@ impl Renderer {
                 "target framebuffer incomplete: {status:#x}"
             )));
         }
-        self.check("creating a target")?;
         Ok(target)
     }
 

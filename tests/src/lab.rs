@@ -96,6 +96,11 @@ impl GlQemu {
         vm
     }
 
+    /// QEMU's process id (to kill it as a crash would).
+    pub fn pid(&self) -> u32 {
+        self._qemu.pid()
+    }
+
     /// What QEMU wrote to stderr so far (the last 4 KiB), for failure messages.
     pub fn stderr(&self) -> String {
         read_tail(&self.stderr_path)

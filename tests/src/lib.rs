@@ -18,6 +18,7 @@ pub mod attached;
 pub mod bench;
 pub mod dmabuf;
 pub mod fake_qemu;
+pub mod fence;
 pub mod hostile;
 pub mod lab;
 pub mod picture;

@@ -71,8 +71,8 @@ impl Sink {
         true
     }
 
-    /// What it logged so far (for a failing test's message).
-    pub fn log_so_far(&self) -> String {
+    /// Its log so far.
+    pub fn log(&self) -> String {
         self.so_far.lock().unwrap().clone()
     }
 

@@ -35,7 +35,7 @@ fn display(tag: &str, driver: &str, mode: &str, args: &[&str]) -> Attached {
 fn told_size(s: &Attached, what: &str) -> (u32, u32, i32, i32) {
     match s.fake.next_ui_info(Duration::from_secs(30)) {
         Some(info) => (info.width, info.height, info.xoff, info.yoff),
-        None => panic!("no SetUIInfo {what}; sink:\n{}", s.sink.log_so_far()),
+        None => panic!("no SetUIInfo {what}; sink:\n{}", s.sink.log()),
     }
 }
 
