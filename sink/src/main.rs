@@ -14,6 +14,7 @@ use sink::output::gl_capture::GlCapture;
 use sink::output::headless::{run_capture_with, CaptureOptions, CaptureSummary, Stopped};
 use sink::output::kms::ModeSpec;
 use sink::report::Report;
+use sink::signals::StopTargets;
 use sink::source::dbus::DbusSource;
 use sink::source::vdmabuf::VdmabufSource;
 use sink::state::Shared;
@@ -75,7 +76,7 @@ enum Command {
     },
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct AttachArgs {
     /// D-Bus address of the bus QEMU is on (default: the session bus).
     #[arg(long, conflicts_with = "qmp")]
@@ -146,7 +147,7 @@ struct CaptureArgs {
     latency: LatencyArgs,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct LatencyArgs {
     /// Log the per-stage latency table every --latency-interval seconds.
     #[arg(long)]
@@ -189,6 +190,12 @@ struct DisplayArgs {
     /// The connector, e.g. HDMI-A-1 or Virtual-1 (default: the first connected).
     #[arg(long)]
     connector: Option<String>,
+    /// Show console CONSOLE on CONNECTOR (of CARD, a path or a driver's
+    /// name; default: --device). Repeat for several heads, each on a monitor
+    /// of its own; replaces --console and --connector.
+    #[arg(long = "head", value_name = "CONSOLE=[CARD:]CONNECTOR", value_parser = parse_head,
+          conflicts_with = "connector")]
+    heads: Vec<HeadSpec>,
     /// The mode, WxH or WxH@Hz (default: the connector's preferred mode).
     #[arg(long)]
     mode: Option<ModeSpec>,
@@ -260,6 +267,43 @@ fn parse_source(s: &str) -> Result<Source, String> {
         Some(("vdmabuf", path)) if !path.is_empty() => Ok(Source::Vdmabuf(PathBuf::from(path))),
         _ => Err(format!("{s:?}: expected dbus, vdmabuf or vdmabuf=PATH")),
     }
+}
+
+/// One console on one monitor (`--head`).
+#[derive(Debug, Clone, PartialEq)]
+struct HeadSpec {
+    console: u32,
+    card: Option<PathBuf>,
+    connector: Option<String>,
+}
+
+fn parse_head(s: &str) -> Result<HeadSpec, String> {
+    let expected = || format!("{s:?}: expected CONSOLE=[CARD:]CONNECTOR, e.g. 1=HDMI-A-2");
+    let (console, output) = s.split_once('=').ok_or_else(expected)?;
+    let console = console.parse::<u32>().map_err(|_| expected())?;
+    let (card, connector) = match output.rsplit_once(':') {
+        Some((card, connector)) => (Some(PathBuf::from(card)), connector),
+        None => (None, output),
+    };
+    if connector.is_empty() || card.as_ref().is_some_and(|c| c.as_os_str().is_empty()) {
+        return Err(expected());
+    }
+    Ok(HeadSpec {
+        console,
+        card,
+        connector: Some(connector.to_owned()),
+    })
+}
+
+/// `path` for head `console` when there are several: `screen.png` →
+/// `screen-1.png`.
+fn per_head(path: &std::path::Path, console: u32) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{console}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{console}"),
+    };
+    path.with_file_name(name)
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -376,10 +420,171 @@ fn run_headless(
     }
 }
 
+/// `display` for one head: its console on its monitor, attached again
+/// whenever QEMU comes back, until a signal (or `--frames`/`--timeout`).
+/// With `several` heads, files named on the command line get the console's
+/// number (`screen-1.png`).
+fn run_head(
+    head: &HeadSpec,
+    args: &DisplayArgs,
+    shared: Arc<Shared>,
+    several: bool,
+) -> anyhow::Result<()> {
+    let in_file = |path: &Option<PathBuf>| {
+        path.as_ref().map(|p| {
+            if several {
+                per_head(p, head.console)
+            } else {
+                p.clone()
+            }
+        })
+    };
+    let options = DisplayOptions {
+        device: head.card.clone().or_else(|| args.device.clone()),
+        connector: head.connector.clone(),
+        mode: args.mode,
+        path: args.path,
+        capture: in_file(&args.capture),
+        render_device: args.render_device.clone(),
+        frames: args.frames,
+        timeout: seconds(args.timeout, "timeout")?,
+        latency_interval: args.latency.interval(false)?,
+        no_cursor_plane: args.no_cursor_plane,
+        no_resize: args.no_resize,
+    };
+    let attach = AttachArgs {
+        console: head.console,
+        ..args.attach.clone()
+    };
+    // Light the monitor (and warm up GL) before QEMU waits on us.
+    let display = OutputThread::start(options, shared.clone())?;
+    let mut attached_once = false;
+    let stopped = loop {
+        let running = match start_source(&args.source, &attach, &shared) {
+            Ok(running) => running,
+            // QEMU went away: wait for it (or a signal) on a black screen.
+            Err(err) if attached_once => {
+                tracing::debug!("re-attaching: {err:#}");
+                match shared.lock().stop {
+                    Some(StopReason::Signal(sig)) => break Stopped::Signal(sig),
+                    Some(_) => break Stopped::Disconnected,
+                    None => {}
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        if attached_once {
+            tracing::info!("QEMU is back: attached again");
+        }
+        attached_once = true;
+        let stopped = display.run()?;
+        running.stop(&shared);
+        if stopped != Stopped::Disconnected || !matches!(args.source, Source::Dbus) {
+            break stopped;
+        }
+        if !shared.forget_source() {
+            break stopped;
+        }
+        tracing::info!("QEMU went away: the monitor stays black until it is back");
+        display.blank()?;
+    };
+    let mut summary = display.finish(stopped)?;
+    let name = if several {
+        format!("head {}: ", head.console)
+    } else {
+        String::new()
+    };
+    tracing::info!("{name}{}", summary.line());
+    tracing::info!("{name}frame stages:\n{}", summary.stats.table());
+    let report = Report {
+        mode: "display",
+        source: args.source.name(),
+        refresh: Some(summary.refresh),
+        stats: &summary.stats,
+        records: summary.records.make_contiguous(),
+    };
+    let files = LatencyArgs {
+        report: in_file(&args.latency.report),
+        plot: in_file(&args.latency.plot),
+        ..args.latency.clone()
+    };
+    write_reports(&report, &files)
+}
+
+/// `display` with several heads: one thread per head (each with its
+/// console's `Shared`, its output thread and its attachment), so that one
+/// head's trouble never stalls another. A head that fails stops the others.
+fn run_heads(
+    heads: &[HeadSpec],
+    args: &DisplayArgs,
+    shared: &Arc<Shared>,
+    targets: &StopTargets,
+) -> anyhow::Result<()> {
+    if !matches!(args.source, Source::Dbus) {
+        bail!("several heads need --source dbus (a vdmabuf node has one stream)");
+    }
+    for (i, a) in heads.iter().enumerate() {
+        for b in &heads[i + 1..] {
+            if a.console == b.console {
+                bail!("console {} is given two heads", a.console);
+            }
+            let card = |h: &HeadSpec| h.card.clone().or_else(|| args.device.clone());
+            if card(a) == card(b) {
+                bail!(
+                    "heads {} and {} are on the same card ({}): several heads on one card are \
+                     not supported yet; give each head a card of its own",
+                    a.console,
+                    b.console,
+                    card(a).map_or("the default card".into(), |c| c.display().to_string())
+                );
+            }
+        }
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for (i, head) in heads.iter().enumerate() {
+            let shared = if i == 0 {
+                shared.clone()
+            } else {
+                let shared = Arc::new(Shared::default());
+                targets.add(shared.clone());
+                shared
+            };
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name(format!("head-{}", head.console))
+                .spawn_scoped(scope, move || {
+                    // Every line of this head (and of its output thread)
+                    // says which head it is.
+                    let _head = tracing::info_span!("head", console = head.console).entered();
+                    let _ = done.send((head.console, run_head(head, args, shared, true)));
+                })
+                .expect("spawning a thread");
+        }
+        drop(done);
+        let mut first_error = None;
+        for (console, result) in finished {
+            if let Err(err) = result {
+                tracing::error!("head {console}: {err:#}");
+                if first_error.is_none() {
+                    tracing::info!("stopping the other heads");
+                    targets.stop_all(libc::SIGTERM);
+                    first_error = Some(err.context(format!("head {console}")));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     sink::signals::block_stop_signals().context("blocking SIGINT/SIGTERM")?;
     let shared = Arc::new(Shared::default());
-    sink::signals::forward_stop_signals(shared.clone());
+    let targets = Arc::new(StopTargets::default());
+    targets.add(shared.clone());
+    sink::signals::forward_stop_signals(targets.clone());
     match cli.command {
         Command::List { bus } => {
             let control = Control::connect(&AttachOptions {
@@ -421,64 +626,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Capture(args) => run_headless(&shared, &args, false),
         Command::Latency(args) => run_headless(&shared, &args, true),
         Command::Display(args) => {
-            let options = DisplayOptions {
-                device: args.device.clone(),
-                connector: args.connector.clone(),
-                mode: args.mode,
-                path: args.path,
-                capture: args.capture.clone(),
-                render_device: args.render_device.clone(),
-                frames: args.frames,
-                timeout: seconds(args.timeout, "timeout")?,
-                latency_interval: args.latency.interval(false)?,
-                no_cursor_plane: args.no_cursor_plane,
-                no_resize: args.no_resize,
+            let heads = if args.heads.is_empty() {
+                vec![HeadSpec {
+                    console: args.attach.console,
+                    card: None,
+                    connector: args.connector.clone(),
+                }]
+            } else {
+                args.heads.clone()
             };
-            // Light the monitor (and warm up GL) before QEMU waits on us.
-            let display = OutputThread::start(options, shared.clone())?;
-            let mut attached_once = false;
-            let stopped = loop {
-                let running = match start_source(&args.source, &args.attach, &shared) {
-                    Ok(running) => running,
-                    // QEMU went away: wait for it (or a signal) on a black screen.
-                    Err(err) if attached_once => {
-                        tracing::debug!("re-attaching: {err:#}");
-                        match shared.lock().stop {
-                            Some(StopReason::Signal(sig)) => break Stopped::Signal(sig),
-                            Some(_) => break Stopped::Disconnected,
-                            None => {}
-                        }
-                        std::thread::sleep(Duration::from_millis(500));
-                        continue;
-                    }
-                    Err(err) => return Err(err),
-                };
-                if attached_once {
-                    tracing::info!("QEMU is back: attached again");
-                }
-                attached_once = true;
-                let stopped = display.run()?;
-                running.stop(&shared);
-                if stopped != Stopped::Disconnected || !matches!(args.source, Source::Dbus) {
-                    break stopped;
-                }
-                if !shared.forget_source() {
-                    break stopped;
-                }
-                tracing::info!("QEMU went away: the monitor stays black until it is back");
-                display.blank()?;
-            };
-            let mut summary = display.finish(stopped)?;
-            tracing::info!("{}", summary.line());
-            tracing::info!("frame stages:\n{}", summary.stats.table());
-            let report = Report {
-                mode: "display",
-                source: args.source.name(),
-                refresh: Some(summary.refresh),
-                stats: &summary.stats,
-                records: summary.records.make_contiguous(),
-            };
-            write_reports(&report, &args.latency)
+            match heads.as_slice() {
+                [head] => run_head(head, &args, shared, false),
+                _ => run_heads(&heads, &args, &shared, &targets),
+            }
         }
         Command::Demo {
             out,
@@ -524,5 +684,45 @@ fn main() -> ExitCode {
             eprintln!("qemu-sink: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_name_a_console_and_a_connector_on_an_optional_card() {
+        assert_eq!(
+            parse_head("1=HDMI-A-2"),
+            Ok(HeadSpec {
+                console: 1,
+                card: None,
+                connector: Some("HDMI-A-2".into()),
+            })
+        );
+        assert_eq!(
+            parse_head("0=/dev/dri/card1:DP-3"),
+            Ok(HeadSpec {
+                console: 0,
+                card: Some("/dev/dri/card1".into()),
+                connector: Some("DP-3".into()),
+            })
+        );
+        assert_eq!(
+            parse_head("2=vkms:Virtual-1").unwrap().card,
+            Some("vkms".into())
+        );
+        for bad in ["", "1", "x=HDMI-A-1", "1=", "1=card:", "1=:DP-1", "-1=DP-1"] {
+            assert!(parse_head(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn each_head_writes_files_of_its_own() {
+        let p = |s: &str| per_head(std::path::Path::new(s), 1);
+        assert_eq!(p("/tmp/screen.png"), PathBuf::from("/tmp/screen-1.png"));
+        assert_eq!(p("report.json"), PathBuf::from("report-1.json"));
+        assert_eq!(p("/tmp/out"), PathBuf::from("/tmp/out-1"));
     }
 }

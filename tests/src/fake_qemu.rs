@@ -10,6 +10,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,38 +25,59 @@ use zbus::blocking::Connection;
 pub struct FakeQemu {
     pub name: String,
     _bus: Connection,
-    listeners: Receiver<OwnedFd>,
-    ui_infos: Receiver<UiInfo>,
+    /// Per console, in order: listener sockets, `SetUIInfo` calls (each
+    /// console can be waited on from a thread of its own, as QEMU serves
+    /// them all at once).
+    consoles: Vec<(Mutex<Receiver<OwnedFd>>, Mutex<Receiver<UiInfo>>)>,
 }
 
 impl FakeQemu {
+    /// One console (`VGA`) of `size`.
     pub fn on_bus(
         address: &str,
         name: &str,
         uuid: &str,
         size: (u32, u32),
     ) -> anyhow::Result<FakeQemu> {
-        let (tx, listeners) = channel();
-        let (ui_info_tx, ui_infos) = channel();
-        let bus = zbus::blocking::connection::Builder::address(address)?
-            .serve_at(
-                "/org/qemu/Display1/VM",
-                VmServer {
-                    name: name.to_owned(),
-                    uuid: uuid.to_owned(),
-                    console_ids: vec![0],
-                },
-            )?
-            .serve_at(
-                "/org/qemu/Display1/Console_0",
+        FakeQemu::with_consoles(address, name, uuid, &[size])
+    }
+
+    /// Consoles 0, 1, ... of the given sizes (several heads of one VM).
+    pub fn with_consoles(
+        address: &str,
+        name: &str,
+        uuid: &str,
+        sizes: &[(u32, u32)],
+    ) -> anyhow::Result<FakeQemu> {
+        let mut builder = zbus::blocking::connection::Builder::address(address)?.serve_at(
+            "/org/qemu/Display1/VM",
+            VmServer {
+                name: name.to_owned(),
+                uuid: uuid.to_owned(),
+                console_ids: (0..sizes.len() as u32).collect(),
+            },
+        )?;
+        let mut consoles = Vec::new();
+        for (id, &(width, height)) in sizes.iter().enumerate() {
+            let (tx, listeners) = channel();
+            let (ui_info_tx, ui_infos) = channel();
+            builder = builder.serve_at(
+                format!("/org/qemu/Display1/Console_{id}"),
                 ConsoleServer {
-                    label: "VGA".into(),
-                    width: size.0,
-                    height: size.1,
+                    label: if id == 0 {
+                        "VGA".into()
+                    } else {
+                        format!("head-{id}")
+                    },
+                    width,
+                    height,
                     listeners: tx,
                     ui_infos: Some(ui_info_tx),
                 },
-            )?
+            )?;
+            consoles.push((Mutex::new(listeners), Mutex::new(ui_infos)));
+        }
+        let bus = builder
             .build()
             .context("connecting the fake QEMU to the bus")?;
         // No flags, as QEMU (G_BUS_NAME_OWNER_FLAGS_NONE): queue behind any owner.
@@ -70,23 +92,35 @@ impl FakeQemu {
         Ok(FakeQemu {
             name: name.to_owned(),
             _bus: bus,
-            listeners,
-            ui_infos,
+            consoles,
         })
     }
 
-    /// The next `SetUIInfo` the console received, waiting at most `timeout`.
+    /// The next `SetUIInfo` console 0 received, waiting at most `timeout`.
     pub fn next_ui_info(&self, timeout: Duration) -> Option<UiInfo> {
-        self.ui_infos.recv_timeout(timeout).ok()
+        self.next_ui_info_on(0, timeout)
     }
 
-    /// Waits for a sink's `RegisterListener` and completes the p2p handshake
-    /// on QEMU's side.
+    /// The next `SetUIInfo` console `id` received, waiting at most `timeout`.
+    pub fn next_ui_info_on(&self, id: usize, timeout: Duration) -> Option<UiInfo> {
+        let calls = self.consoles[id].1.lock().unwrap();
+        calls.recv_timeout(timeout).ok()
+    }
+
+    /// Waits for a sink's `RegisterListener` on console 0 and completes the
+    /// p2p handshake on QEMU's side.
     pub fn accept_listener(&self, timeout: Duration) -> anyhow::Result<FakeListener> {
-        let fd = self
-            .listeners
+        self.accept_listener_on(0, timeout)
+    }
+
+    /// Waits for a sink's `RegisterListener` on console `id`.
+    pub fn accept_listener_on(&self, id: usize, timeout: Duration) -> anyhow::Result<FakeListener> {
+        let fd = self.consoles[id]
+            .0
+            .lock()
+            .unwrap()
             .recv_timeout(timeout)
-            .context("no RegisterListener from the sink")?;
+            .with_context(|| format!("no RegisterListener from the sink on console {id}"))?;
         FakeListener::serve(UnixStream::from(fd))
     }
 }

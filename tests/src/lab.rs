@@ -205,23 +205,38 @@ pub fn assert_shown_directly(log: &str, frames: u64) {
     );
 }
 
+/// The sysfs directory of `card`'s first non-writeback connector
+/// (`/sys/class/drm/card1-Virtual-2`).
+fn first_connector_dir(card: &Path) -> PathBuf {
+    let card = card.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::read_dir("/sys/class/drm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(&format!("{card}-")) && !name.contains("Writeback")
+        })
+        .expect("the card's connector in sysfs")
+}
+
+/// The kernel's name of `card`'s first non-writeback connector, as
+/// `--connector` takes it (`Virtual-2`: the number counts connectors of
+/// that type across cards).
+pub fn first_connector(card: &Path) -> String {
+    let dir = first_connector_dir(card);
+    let name = dir.file_name().unwrap().to_string_lossy();
+    let card = card.file_name().unwrap().to_string_lossy();
+    name[card.len() + 1..].to_owned()
+}
+
 /// Puts a connector's forced state back (`detect`) even if the test fails.
 pub struct ForcedConnector(PathBuf);
 
 impl ForcedConnector {
     /// The sysfs `status` file of `card`'s first non-writeback connector.
     pub fn of(card: &Path) -> ForcedConnector {
-        let card = card.file_name().unwrap().to_str().unwrap().to_owned();
-        let dir = std::fs::read_dir("/sys/class/drm")
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| {
-                let name = p.file_name().unwrap().to_string_lossy();
-                name.starts_with(&format!("{card}-")) && !name.contains("Writeback")
-            })
-            .expect("the card's connector in sysfs");
-        ForcedConnector(dir.join("status"))
+        ForcedConnector(first_connector_dir(card).join("status"))
     }
 
     pub fn force(&self, how: &str) {

@@ -51,9 +51,14 @@ impl OutputThread {
             "output {}",
             options.connector.as_deref().unwrap_or("(first connected)")
         );
+        // The caller's span (a head's, with several) goes with the thread.
+        let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || serve(options, &shared, &inbox, &outbox))
+            .spawn(move || {
+                let _head = span.entered();
+                serve(options, &shared, &inbox, &outbox)
+            })
             .map_err(DisplayError::Thread)?;
         let output = OutputThread {
             requests,
