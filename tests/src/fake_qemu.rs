@@ -21,6 +21,13 @@ use dbus_interfaces::qemu_side::{
 use dbus_interfaces::QEMU_BUS_NAME;
 use zbus::blocking::Connection;
 
+/// What one console of the fake QEMU received: listener sockets and
+/// `SetUIInfo` calls.
+struct FakeConsole {
+    listeners: Mutex<Receiver<OwnedFd>>,
+    ui_infos: Mutex<Receiver<UiInfo>>,
+}
+
 /// A fake QEMU on a bus, owning (or queued for) `org.qemu`.
 pub struct FakeQemu {
     pub name: String,
@@ -28,7 +35,7 @@ pub struct FakeQemu {
     /// Per console, in order: listener sockets, `SetUIInfo` calls (each
     /// console can be waited on from a thread of its own, as QEMU serves
     /// them all at once).
-    consoles: Vec<(Mutex<Receiver<OwnedFd>>, Mutex<Receiver<UiInfo>>)>,
+    consoles: Vec<FakeConsole>,
 }
 
 impl FakeQemu {
@@ -75,7 +82,10 @@ impl FakeQemu {
                     ui_infos: Some(ui_info_tx),
                 },
             )?;
-            consoles.push((Mutex::new(listeners), Mutex::new(ui_infos)));
+            consoles.push(FakeConsole {
+                listeners: Mutex::new(listeners),
+                ui_infos: Mutex::new(ui_infos),
+            });
         }
         let bus = builder
             .build()
@@ -103,7 +113,7 @@ impl FakeQemu {
 
     /// The next `SetUIInfo` console `id` received, waiting at most `timeout`.
     pub fn next_ui_info_on(&self, id: usize, timeout: Duration) -> Option<UiInfo> {
-        let calls = self.consoles[id].1.lock().unwrap();
+        let calls = self.consoles[id].ui_infos.lock().unwrap();
         calls.recv_timeout(timeout).ok()
     }
 
@@ -116,7 +126,7 @@ impl FakeQemu {
     /// Waits for a sink's `RegisterListener` on console `id`.
     pub fn accept_listener_on(&self, id: usize, timeout: Duration) -> anyhow::Result<FakeListener> {
         let fd = self.consoles[id]
-            .0
+            .listeners
             .lock()
             .unwrap()
             .recv_timeout(timeout)
