@@ -196,6 +196,11 @@ struct DisplayArgs {
     #[arg(long = "head", value_name = "CONSOLE=[CARD:]CONNECTOR", value_parser = parse_head,
           conflicts_with = "connector")]
     heads: Vec<HeadSpec>,
+    /// `auto`: the VM's graphic consoles in order, each on the next
+    /// connected monitor (one per card), as `list` shows them.
+    #[arg(long = "heads", value_name = "auto", value_parser = ["auto"],
+          conflicts_with_all = ["heads", "connector", "device"])]
+    auto_heads: Option<String>,
     /// The mode, WxH or WxH@Hz (default: the connector's preferred mode).
     #[arg(long)]
     mode: Option<ModeSpec>,
@@ -513,6 +518,49 @@ fn run_head(
     write_reports(&report, &files)
 }
 
+/// `--heads auto`: the VM's graphic consoles in order, each on the next
+/// connected monitor, one per card (heads on one card are not supported
+/// yet); what is left over on either side is said.
+fn auto_heads(attach: &AttachArgs) -> anyhow::Result<Vec<HeadSpec>> {
+    let vm = Control::connect(&attach.options())?.describe()?;
+    let consoles: Vec<_> = vm.consoles.iter().filter(|c| c.kind == "Graphic").collect();
+    let mut cards = std::collections::HashSet::new();
+    let monitors: Vec<_> = sink::output::kms::connected_outputs()?
+        .into_iter()
+        .filter(|m| cards.insert(m.card.clone()))
+        .collect();
+    let heads: Vec<HeadSpec> = consoles
+        .iter()
+        .zip(&monitors)
+        .map(|(console, monitor)| {
+            tracing::info!(
+                "heads auto: console {} ({:?}) on {}:{} ({})",
+                console.id,
+                console.label,
+                monitor.card.display(),
+                monitor.connector,
+                monitor.driver
+            );
+            HeadSpec {
+                console: console.id,
+                card: Some(monitor.card.clone()),
+                connector: Some(monitor.connector.clone()),
+            }
+        })
+        .collect();
+    for console in consoles.iter().skip(heads.len()) {
+        tracing::warn!("heads auto: no monitor left for console {}", console.id);
+    }
+    if heads.is_empty() {
+        bail!(
+            "heads auto: {} graphic consoles, {} cards with a connected monitor",
+            consoles.len(),
+            monitors.len()
+        );
+    }
+    Ok(heads)
+}
+
 /// `display` with several heads: one thread per head (each with its
 /// console's `Shared`, its output thread and its attachment), so that one
 /// head's trouble never stalls another. A head that fails stops the others.
@@ -621,12 +669,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
+            // The other side: the monitors `display` can drive.
+            for monitor in sink::output::kms::connected_outputs().unwrap_or_default() {
+                let mode = monitor
+                    .preferred
+                    .map_or("-".into(), |(w, h)| format!("{w}x{h}"));
+                println!(
+                    "monitor\t{}:{}\tdriver={}\tpreferred={mode}",
+                    monitor.card.display(),
+                    monitor.connector,
+                    monitor.driver
+                );
+            }
             Ok(())
         }
         Command::Capture(args) => run_headless(&shared, &args, false),
         Command::Latency(args) => run_headless(&shared, &args, true),
         Command::Display(args) => {
-            let heads = if args.heads.is_empty() {
+            let heads = if args.auto_heads.is_some() {
+                auto_heads(&args.attach)?
+            } else if args.heads.is_empty() {
                 vec![HeadSpec {
                     console: args.attach.console,
                     card: None,

@@ -174,3 +174,68 @@ fn display_heads_on_one_card_are_refused_clearly() {
     assert!(!output.status.success(), "{log}");
     assert!(log.contains("are on the same card"), "{log}");
 }
+
+/// `--heads auto`: the VM's two consoles in order, each on the next card's
+/// connected monitor (vkms and virtio-gpu here), as `list` shows them.
+#[test]
+#[ignore = "needs the lab"]
+fn display_heads_auto_puts_each_console_on_a_monitor_list_shows() {
+    require_lab();
+    let dir = TempDir::new("lab-heads-auto");
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::with_consoles(&bus.address, "auto", UUID, &[SIZE, SIZE]).unwrap();
+    let listing = run_sink(
+        sink_command(&["list", "--bus", &bus.address]),
+        Duration::from_secs(30),
+    );
+    let listed = String::from_utf8_lossy(&listing.stdout);
+    for driver in ["vkms", "virtio_gpu"] {
+        let card = find_node(NodeKind::Primary, driver).unwrap();
+        let line = format!(
+            "monitor\t{}:{}\tdriver={driver}",
+            card.display(),
+            first_connector(&card)
+        );
+        assert!(listed.contains(&line), "{line:?} not in:\n{listed}");
+    }
+    assert!(listed.contains("console 1\tlabel=\"head-1\""), "{listed}");
+
+    let capture = dir.path("screen.png");
+    let sink = Sink::spawn(sink_command(&[
+        "display",
+        "--bus",
+        &bus.address,
+        "--vm",
+        "auto",
+        "--heads",
+        "auto",
+        "--mode",
+        "640x480",
+        "--capture",
+        capture.to_str().unwrap(),
+    ]));
+    let accept = |id| match fake.accept_listener_on(id, Duration::from_secs(90)) {
+        Ok(listener) => listener,
+        Err(err) => panic!("{err:#}; sink:\n{}", sink.log()),
+    };
+    let (mut first, mut second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| accept(1));
+        (accept(0), second.join().expect("accepting console 1"))
+    });
+    let mut buffers: Vec<Udmabuf> = (0..2)
+        .map(|_| Udmabuf::new(SIZE.0, SIZE.1, DrmFourcc::Xrgb8888).unwrap())
+        .collect();
+    buffers[1].fill(1).unwrap();
+    send(&mut first, &buffers[0]);
+    send(&mut second, &buffers[1]);
+    for (id, buffer) in buffers.iter().enumerate() {
+        wait_for_picture(
+            &format!("console {id}"),
+            &dir.path(&format!("screen-{id}.png")),
+            &opaque(&buffer.expected(id as u32)),
+            Duration::from_secs(60),
+        );
+    }
+    let log = sink.stop();
+    assert_eq!(log.matches("heads auto: console").count(), 2, "{log}");
+}

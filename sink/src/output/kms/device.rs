@@ -148,6 +148,58 @@ pub fn find_node(kind: NodeKind, driver: &str) -> Result<PathBuf, KmsError> {
     )))
 }
 
+/// A connected monitor: its card, the card's kernel driver, the
+/// connector's kernel name and its preferred mode's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedOutput {
+    pub card: PathBuf,
+    pub driver: String,
+    pub connector: String,
+    pub preferred: Option<(u32, u32)>,
+}
+
+/// Every connected connector (writeback ones aside) of every card, in
+/// card then connector order. Cards that cannot be read are skipped.
+pub fn connected_outputs() -> Result<Vec<ConnectedOutput>, KmsError> {
+    let mut found = Vec::new();
+    for path in nodes(NodeKind::Primary)? {
+        let Ok(file) = open_rw(&path) else { continue };
+        let probe = Probe(file);
+        let Ok(driver) = driver_name(&probe, &path) else {
+            continue;
+        };
+        let Ok(resources) = probe.resource_handles() else {
+            continue;
+        };
+        for &handle in resources.connectors() {
+            let Ok(info) = probe.get_connector(handle, false) else {
+                continue;
+            };
+            if info.interface() == connector::Interface::Writeback
+                || info.state() != connector::State::Connected
+            {
+                continue;
+            }
+            let preferred = info
+                .modes()
+                .iter()
+                .find(|m| {
+                    m.mode_type()
+                        .contains(drm::control::ModeTypeFlags::PREFERRED)
+                })
+                .or(info.modes().first())
+                .map(|m| (u32::from(m.size().0), u32::from(m.size().1)));
+            found.push(ConnectedOutput {
+                card: path.clone(),
+                driver: driver.clone(),
+                connector: info.to_string(),
+                preferred,
+            });
+        }
+    }
+    Ok(found)
+}
+
 /// Does `device` have a connected connector (writeback ones aside)?
 fn has_connected_connector(device: &impl ControlDevice) -> io::Result<bool> {
     for &handle in device.resource_handles()?.connectors() {
