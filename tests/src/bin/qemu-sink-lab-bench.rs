@@ -8,6 +8,8 @@
 //!   read → release p99, kernel flip → release p99, receive → commit p99
 //!   (each against the refresh period), CPU bytes copied per frame;
 //! - frames on a 60 Hz schedule: how many the sink dropped (skipped);
+//! - the direct-path share of a guest sized to its monitor (`SetUIInfo`
+//!   followed) against one that is not;
 //! - DMA-BUF import + composite per frame (headless, Mesa's software
 //!   renderer), against one memcpy of the same frame.
 //!
@@ -35,7 +37,7 @@ use tests::{private_bus, sink_command, TempDir};
 struct Run {
     dir: TempDir,
     _bus: sink::vm::PrivateBus,
-    _fake: FakeQemu,
+    fake: FakeQemu,
     listener: FakeListener,
     sink: Sink,
 }
@@ -68,7 +70,7 @@ impl Run {
         Ok(Run {
             dir,
             _bus: bus,
-            _fake: fake,
+            fake,
             listener,
             sink,
         })
@@ -165,6 +167,63 @@ fn direct_path(frames: usize, plot: Option<&str>, figures: &mut Vec<Figure>) -> 
         "B",
         640.0 * 480.0 * 4.0,
         "0",
+    ));
+    Ok(())
+}
+
+/// The guest sized to its monitor (`SetUIInfo`): on vkms at 800x600, a
+/// 640x480 guest (told, but not following) is composed, letterboxed; the
+/// same console sending buffers of the size it was told goes direct. The
+/// share of frames on the direct path for each, in one run.
+fn sized_to_monitor(frames: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
+    let card = find_node(NodeKind::Primary, "vkms")?;
+    let card = card.to_str().expect("utf-8");
+    let mut run = Run::start(
+        "bench-sized",
+        (640, 480),
+        &["display", "--device", card, "--mode", "800x600"],
+    )?;
+    let told = run
+        .fake
+        .next_ui_info(Duration::from_secs(30))
+        .context("no SetUIInfo from the sink")?;
+    let (w, h) = (told.width, told.height);
+    let other_size = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888)?;
+    let sized = Udmabuf::new(w, h, DrmFourcc::Xrgb8888)?;
+    for _ in 0..frames {
+        run.listener
+            .scanout_dmabuf(other_size.fd(), BufferDesc::xrgb(640, 480), false)?;
+        run.listener.update_dmabuf(0, 0, 640, 480);
+    }
+    for _ in 0..frames {
+        run.listener
+            .scanout_dmabuf(sized.fd(), BufferDesc::xrgb(w, h), false)?;
+        run.listener.update_dmabuf(0, 0, w as i32, h as i32);
+    }
+    let (_, report) = run.finish()?;
+    // One sample per frame, in the order sent: the unsized ones first.
+    let samples = report["samples"].as_array().context("samples")?;
+    if samples.len() != 2 * frames {
+        bail!("{} samples for {} frames", samples.len(), 2 * frames);
+    }
+    let (unsized_frames, sized_frames) = samples.split_at(frames);
+    let share = |frames: &[Value]| {
+        let direct = frames.iter().filter(|s| s["path"] == "direct").count();
+        100.0 * direct as f64 / frames.len() as f64
+    };
+    figures.push(Figure::new(
+        format!("direct-path share, guest sized to its monitor ({w}x{h})"),
+        share(sized_frames),
+        "%",
+        100.0,
+        ">= 0.99",
+    ));
+    figures.push(Figure::new(
+        format!("direct-path share, guest not sized (640x480 on {w}x{h})"),
+        share(unsized_frames),
+        "%",
+        100.0,
+        "report",
     ));
     Ok(())
 }
@@ -274,6 +333,8 @@ fn main() -> anyhow::Result<()> {
     direct_path(frames, plot.map(String::as_str), &mut figures).context("direct path")?;
     if !direct_only {
         schedule_60hz(frames, &mut figures).context("60 Hz schedule")?;
+        sized_to_monitor(if quick { 20 } else { 200 }, &mut figures)
+            .context("guest sized to its monitor")?;
     }
     let sizes: &[(&str, (u32, u32))] = if quick {
         &[("320x180", (320, 180)), ("640x360", (640, 360))]
