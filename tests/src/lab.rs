@@ -96,6 +96,11 @@ impl GlQemu {
         vm
     }
 
+    /// QEMU's process id (to kill it as a crash would).
+    pub fn pid(&self) -> u32 {
+        self._qemu.pid()
+    }
+
     /// What QEMU wrote to stderr so far (the last 4 KiB), for failure messages.
     pub fn stderr(&self) -> String {
         read_tail(&self.stderr_path)
@@ -176,6 +181,30 @@ impl Observer {
         let handle = info.buffers()[0]?;
         let fd = self.buffer_to_prime_fd(handle, drm::CLOEXEC).ok()?;
         Some(nix::sys::stat::fstat(&fd).ok()?.st_ino)
+    }
+
+    /// The picture a lit CRTC scans out now, read from its framebuffer's
+    /// memory (root gets the buffer through GETFB2 and PRIME): what the
+    /// monitor shows, without a writeback commit. `None` when no CRTC
+    /// scans out anything or the buffer cannot be mapped.
+    pub fn scanned_out_picture(&self) -> Option<capture::RgbaFrame> {
+        let resources = self.resource_handles().ok()?;
+        let fb = resources
+            .crtcs()
+            .iter()
+            .find_map(|&c| self.get_crtc(c).ok()?.framebuffer())?;
+        let info = self.get_planar_framebuffer(fb).ok()?;
+        let handle = info.buffers()[0]?;
+        let fd = self.buffer_to_prime_fd(handle, drm::CLOEXEC).ok()?;
+        let (width, height) = info.size();
+        let layout = crate::dmabuf::Layout {
+            width,
+            height,
+            stride: info.pitches()[0],
+            offset: info.offsets()[0],
+            fourcc: info.pixel_format(),
+        };
+        crate::dmabuf::read_picture(&fd, layout).ok()
     }
 }
 

@@ -71,6 +71,11 @@ impl Sink {
         true
     }
 
+    /// The log read so far.
+    pub fn log_so_far(&self) -> String {
+        self.so_far.lock().unwrap().clone()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
