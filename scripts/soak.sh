@@ -38,10 +38,10 @@ set -e
 
 echo
 echo "Soak: SOAK_FRAMES=$SOAK_FRAMES SOAK_CYCLES=$SOAK_CYCLES ($(date -u +%Y-%m-%d))"
-printf '| %-16s | %7s | %8s | %7s | %-10s | %-9s | %-24s | %8s | %-7s |\n' \
+printf '| %-16s | %12s | %8s | %7s | %-8s | %-7s | %-30s | %7s | %-7s |\n' \
     scenario count seconds "rate/s" "fds" threads "RSS KiB base → end" growth checked
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------------------ --------- ---------- --------- \
-    ------------ ----------- -------------------------- ---------- ---------
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------------------ -------------- ---------- --------- \
+    ---------- --------- -------------------------------- --------- ---------
 # soak-figure: scenario=S frames|cycles=N seconds=T rate=R/s baseline_after=B
 #   fds=a/b/c threads=a/b/c rss_kib=a/b/c growth=G% peak_kib=P rss_checked=yes|no
 grep -a '^soak-figure:' "$log" | while read -r _ fields; do
@@ -53,7 +53,7 @@ grep -a '^soak-figure:' "$log" | while read -r _ fields; do
     IFS=/ read -r _ fb fe <<<"${f[fds]}"
     IFS=/ read -r _ tb te <<<"${f[threads]}"
     IFS=/ read -r _ rb re <<<"${f[rss_kib]}"
-    printf '| %-16s | %7s | %8s | %7s | %-10s | %-9s | %-24s | %8s | %-7s |\n' \
+    printf '| %-16s | %12s | %8s | %7s | %-8s | %-7s | %-30s | %7s | %-7s |\n' \
         "${f[scenario]}" "$count $unit" "${f[seconds]}" "${f[rate]%/s}" \
         "$fb → $fe" "$tb → $te" "$rb → $re (peak ${f[peak_kib]})" "${f[growth]}" "${f[rss_checked]}"
     unset f

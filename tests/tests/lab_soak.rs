@@ -432,7 +432,7 @@ fn flood(rig: &Rig, kind: Flood, scenario: &'static str) -> Figures {
     let send = |n: usize| -> zbus::Result<()> {
         match kind {
             Flood::Update => {
-                let bytes = if n % 2 == 0 { &even } else { &odd };
+                let bytes = if n.is_multiple_of(2) { &even } else { &odd };
                 proxy.update(
                     0,
                     0,
@@ -643,7 +643,7 @@ impl Qemu {
 
     /// Cycle `n`'s QEMU: even cycles 2D, odd ones `gl=on`.
     fn start(n: usize, dir: &TempDir, bus: &sink::vm::PrivateBus) -> Qemu {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Qemu::Plain(TestVm::on_bus(dir, Self::NAME, &bus.plain_address, &[]))
         } else {
             let render = find_node(NodeKind::Render, "vgem").expect("the vgem render node");
