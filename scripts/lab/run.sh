@@ -63,7 +63,7 @@ fi
 # The guest starts with a bare environment; pass on what builds and tests need.
 {
     for name in $(compgen -e); do
-        if [[ $name =~ ^(PATH|HOME|USER|LANG|LC_[A-Z]+|NO_COLOR|RUST[A-Z_]*|CARGO[A-Z_]*|PYENV[A-Z_]*|QEMU_SINK_[A-Z_]*)$ ]]; then
+        if [[ $name =~ ^(PATH|HOME|USER|LANG|LC_[A-Z]+|NO_COLOR|RUST[A-Z_]*|CARGO[A-Z_]*|PYENV[A-Z_]*|QEMU_SINK_[A-Z_]*|SOAK_[A-Z_]*)$ ]]; then
             printf 'export %s=%q\n' "$name" "${!name}"
         fi
     done

@@ -15,7 +15,8 @@
 # passed than were listed, nothing was listed or the build failed; 125 when
 # the lab itself failed (run.sh's status); 124 on LAB_TIMEOUT.
 # Environment: LAB_CPUS (1; see run.sh), LAB_TIMEOUT (seconds, 1800),
-# LAB_MEMORY; RUST_* and CARGO_* pass through to the tests.
+# LAB_MEMORY; RUST_*, CARGO_* and SOAK_* (lab_soak.rs's counts) pass through
+# to the tests.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 proj=$(cd "$here/../.." && pwd)

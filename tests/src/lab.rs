@@ -182,6 +182,30 @@ impl Observer {
         let fd = self.buffer_to_prime_fd(handle, drm::CLOEXEC).ok()?;
         Some(nix::sys::stat::fstat(&fd).ok()?.st_ino)
     }
+
+    /// The picture a lit CRTC scans out now, read from its framebuffer's
+    /// memory (root gets the buffer through GETFB2 and PRIME): what the
+    /// monitor shows, without a writeback commit. `None` when no CRTC
+    /// scans out anything or the buffer cannot be mapped.
+    pub fn scanned_out_picture(&self) -> Option<capture::RgbaFrame> {
+        let resources = self.resource_handles().ok()?;
+        let fb = resources
+            .crtcs()
+            .iter()
+            .find_map(|&c| self.get_crtc(c).ok()?.framebuffer())?;
+        let info = self.get_planar_framebuffer(fb).ok()?;
+        let handle = info.buffers()[0]?;
+        let fd = self.buffer_to_prime_fd(handle, drm::CLOEXEC).ok()?;
+        let (width, height) = info.size();
+        let layout = crate::dmabuf::Layout {
+            width,
+            height,
+            stride: info.pitches()[0],
+            offset: info.offsets()[0],
+            fourcc: info.pixel_format(),
+        };
+        crate::dmabuf::read_picture(&fd, layout).ok()
+    }
 }
 
 pub fn inode(fd: BorrowedFd<'_>) -> u64 {

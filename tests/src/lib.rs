@@ -75,6 +75,11 @@ impl TestVm {
         vm
     }
 
+    /// QEMU's process id (to kill it as a crash would).
+    pub fn pid(&self) -> u32 {
+        self._qemu.pid()
+    }
+
     /// Bus-less: reached through QMP `add_client` (p2p).
     pub fn p2p(dir: &TempDir, name: &str) -> TestVm {
         let mut config = QemuConfig::seabios(name, dir.path(&format!("{name}.qmp")));
