@@ -845,3 +845,70 @@ fn display_capture_on_sigterm_holds_the_last_picture_sent() {
     tests::udmabuf::assert_picture_eq("the capture after SIGTERM", &got, &want);
     drop(s.dir);
 }
+
+/// `--capture` keeps up with a picture that never stops changing: the
+/// guest updates faster than the monitor refreshes, so a frame is always
+/// waiting, and the PNG is still rewritten (at least once a second), not
+/// only at exit.
+#[test]
+#[ignore = "needs the lab"]
+fn display_capture_keeps_up_with_a_picture_that_never_stops_changing() {
+    use dbus_interfaces::format::PIXMAN_X8R8G8B8;
+    use std::os::unix::fs::MetadataExt;
+    require_lab();
+    let card = vkms();
+    let s = setup(
+        "display-capture-busy",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480"],
+    );
+    let (want, bytes) = solid(640, 480, [0x10, 0x20, 0x30]);
+    let listener = s.listener.listener();
+    listener
+        .scanout(
+            640,
+            480,
+            640 * 4,
+            PIXMAN_X8R8G8B8,
+            serde_bytes::Bytes::new(&bytes),
+        )
+        .unwrap();
+    wait_for_picture("the first picture", &s.out, &want, Duration::from_secs(30));
+    // Each PNG write is a new file renamed over the old one: count inodes.
+    let inode = || std::fs::metadata(&s.out).map(|m| m.ino()).ok();
+    let mut written = std::collections::HashSet::new();
+    written.extend(inode());
+    let start = std::time::Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < Duration::from_secs(6) {
+        // A small square moving and changing colour, every millisecond.
+        let (_, square) = solid(16, 16, [(n % 251) as u8, 0x80, 0x40]);
+        let (x, y) = ((n * 16 % 624) as i32, (n / 39 * 16 % 464) as i32);
+        listener
+            .update(
+                x,
+                y,
+                16,
+                16,
+                16 * 4,
+                PIXMAN_X8R8G8B8,
+                serde_bytes::Bytes::new(&square),
+            )
+            .unwrap();
+        written.extend(inode());
+        n += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let log = s.sink.stop();
+    eprintln!(
+        "{n} updates in 6 s; the PNG was written {} times",
+        written.len()
+    );
+    assert!(
+        written.len() >= 4,
+        "{n} updates in 6 s, the capture written {} times: {log}",
+        written.len()
+    );
+}

@@ -1,10 +1,11 @@
 //! `--capture`: what the monitor shows, as PNG, after each change when
-//! nothing else is to be done: by writeback where the card has it, else by
+//! nothing else is to be done (and at least once a second while the
+//! picture keeps changing): by writeback where the card has it, else by
 //! reading back what we put on the plane (our scanout buffer, or the
 //! guest's buffer composed 1:1 for a direct frame).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use capture::{write_png_atomic, RgbaFrame};
 use gl_renderer::{Composition, Source, Target};
@@ -13,6 +14,9 @@ use super::{Display, DisplayError};
 use crate::output::kms::{Card, Writeback};
 
 const WRITEBACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A picture that keeps changing is still captured this often: the
+/// capture waits for an idle moment, which a busy guest never leaves.
+const MAX_CAPTURE_AGE: Duration = Duration::from_secs(1);
 
 /// Where and how the monitor's picture is captured.
 pub struct Capture {
@@ -23,6 +27,8 @@ pub struct Capture {
     readback_target: Option<Target>,
     /// The picture changed since the last capture.
     pub dirty: bool,
+    /// When the last capture was written.
+    last: Option<Instant>,
 }
 
 impl Capture {
@@ -45,7 +51,16 @@ impl Capture {
             frame: RgbaFrame::default(),
             readback_target: None,
             dirty: false,
+            last: None,
         }
+    }
+
+    /// A change waits to be captured and the last capture is older than
+    /// [`MAX_CAPTURE_AGE`]: capture before showing the next frame.
+    pub fn overdue(&self) -> bool {
+        self.dirty
+            && self.path.is_some()
+            && self.last.is_none_or(|at| at.elapsed() >= MAX_CAPTURE_AGE)
     }
 
     /// The mode changed size: the readback target is made again.
@@ -75,6 +90,7 @@ impl Display {
             None => self.read_back()?,
         }
         self.counters.cpu_bytes += self.capture.frame.pixels.len() as u64;
+        self.capture.last = Some(Instant::now());
         write_png_atomic(&path, &self.capture.frame)?;
         tracing::debug!("wrote {}", path.display());
         Ok(())

@@ -366,6 +366,9 @@ impl Display {
             // news: a frame arriving now (e.g. the buffer just released,
             // re-exported) must queue behind it, not replace it.
             if self.link == Link::Lit && !self.committer.flip_pending() {
+                if self.capture.overdue() {
+                    self.capture_or_warn();
+                }
                 self.present_queued();
             }
             if self.probe.due() {
@@ -421,7 +424,9 @@ impl Display {
                 // Nothing to show it on: answer frames as they come.
                 self.slots.skip_queued();
             } else if !self.committer.flip_pending() {
-                if self.slots.has_queued() {
+                if self.capture.overdue() {
+                    self.capture_or_warn();
+                } else if self.slots.has_queued() {
                     self.present_queued();
                 } else if self.cursor.dirty {
                     self.move_cursor();
