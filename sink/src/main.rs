@@ -9,6 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use dbus_interfaces::ListenerOptions;
 use sink::attach::{attach, list_vms_on_bus, AttachOptions, Control};
+use sink::input::guest::Target;
+use sink::input::{InputOptions, InputThread};
 use sink::output::display::{DisplayOptions, OutputThread, PathChoice};
 use sink::output::gl_capture::GlCapture;
 use sink::output::headless::{run_capture_with, CaptureOptions, CaptureSummary, Stopped};
@@ -221,6 +223,15 @@ struct DisplayArgs {
     /// they are.
     #[arg(long)]
     no_resize: bool,
+    /// Don't forward the keyboards, mice, touchpads and touchscreens to
+    /// the guest (by default they are, grabbed: Ctrl+Alt+G gives them back).
+    #[arg(long)]
+    no_input: bool,
+    /// Forward only this evdev device (/dev/input/eventN or a link to one;
+    /// repeatable). Default: every keyboard, mouse, touchpad and
+    /// touchscreen, also those plugged in later.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_input")]
+    input_device: Vec<PathBuf>,
     #[command(flatten)]
     latency: LatencyArgs,
 }
@@ -301,7 +312,7 @@ fn report_capture(summary: &CaptureSummary, out: &std::path::Path) -> anyhow::Re
 
 /// A running frame source: the D-Bus listener or the vdmabuf reader.
 struct Running {
-    _attached: Option<sink::attach::Attached>,
+    attached: Option<sink::attach::Attached>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -312,7 +323,7 @@ fn start_source(
 ) -> anyhow::Result<Running> {
     Ok(match source {
         Source::Dbus => Running {
-            _attached: Some(attach(
+            attached: Some(attach(
                 &attach_args.options(),
                 Box::new(DbusSource::new(shared.clone())),
                 shared,
@@ -320,7 +331,7 @@ fn start_source(
             reader: None,
         },
         Source::Vdmabuf(node) => Running {
-            _attached: None,
+            attached: None,
             reader: Some(VdmabufSource::open(node)?.spawn(shared.clone())),
         },
     })
@@ -436,6 +447,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             // Light the monitor (and warm up GL) before QEMU waits on us.
             let display = OutputThread::start(options, shared.clone())?;
+            // Input goes to QEMU's console: not with vdmabuf (no QEMU).
+            let input = match (&args.source, args.no_input) {
+                (Source::Dbus, false) => Some(InputThread::start(
+                    InputOptions {
+                        devices: args.input_device.clone(),
+                    },
+                    shared.clone(),
+                )?),
+                _ => None,
+            };
             let mut attached_once = false;
             let stopped = loop {
                 let running = match start_source(&args.source, &args.attach, &shared) {
@@ -457,7 +478,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     tracing::info!("QEMU is back: attached again");
                 }
                 attached_once = true;
+                if let (Some(input), Some(attached)) = (&input, &running.attached) {
+                    input.attach(Target {
+                        connection: attached.control.connection.clone(),
+                        destination: attached.control.peer.clone(),
+                        console: args.attach.console,
+                    });
+                }
                 let stopped = display.run()?;
+                if let Some(input) = &input {
+                    input.detach();
+                }
                 running.stop(&shared);
                 if stopped != Stopped::Disconnected || !matches!(args.source, Source::Dbus) {
                     break stopped;
@@ -468,6 +499,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!("QEMU went away: the monitor stays black until it is back");
                 display.blank()?;
             };
+            // The devices go back to the VT before the CRTC does.
+            drop(input);
             let mut summary = display.finish(stopped)?;
             tracing::info!("{}", summary.line());
             tracing::info!("frame stages:\n{}", summary.stats.table());
