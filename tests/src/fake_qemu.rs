@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dbus_interfaces::qemu_side::{
-    ConsoleServer, ListenerProxyBlocking, MapListenerProxyBlocking,
-    ScanoutDmabuf2ListenerProxyBlocking, UiInfo, VmServer,
+    ConsoleServer, InputCall, KeyboardServer, ListenerProxyBlocking, MapListenerProxyBlocking,
+    MouseServer, MultiTouchServer, ScanoutDmabuf2ListenerProxyBlocking, UiInfo, VmServer,
 };
 use dbus_interfaces::QEMU_BUS_NAME;
 use zbus::blocking::Connection;
@@ -26,7 +26,10 @@ pub struct FakeQemu {
     _bus: Connection,
     listeners: Receiver<OwnedFd>,
     ui_infos: Receiver<UiInfo>,
+    inputs: Receiver<InputCall>,
 }
+
+const CONSOLE_PATH: &str = "/org/qemu/Display1/Console_0";
 
 impl FakeQemu {
     pub fn on_bus(
@@ -37,6 +40,7 @@ impl FakeQemu {
     ) -> anyhow::Result<FakeQemu> {
         let (tx, listeners) = channel();
         let (ui_info_tx, ui_infos) = channel();
+        let (input_tx, inputs) = channel();
         let bus = zbus::blocking::connection::Builder::address(address)?
             .serve_at(
                 "/org/qemu/Display1/VM",
@@ -56,6 +60,28 @@ impl FakeQemu {
                     ui_infos: Some(ui_info_tx),
                 },
             )?
+            .serve_at(
+                CONSOLE_PATH,
+                KeyboardServer {
+                    calls: input_tx.clone(),
+                },
+            )?
+            .serve_at(
+                CONSOLE_PATH,
+                MouseServer {
+                    calls: input_tx.clone(),
+                    absolute: false,
+                    width: size.0,
+                    height: size.1,
+                },
+            )?
+            .serve_at(
+                CONSOLE_PATH,
+                MultiTouchServer {
+                    calls: input_tx,
+                    max_slots: 10,
+                },
+            )?
             .build()
             .context("connecting the fake QEMU to the bus")?;
         // No flags, as QEMU (G_BUS_NAME_OWNER_FLAGS_NONE): queue behind any owner.
@@ -72,7 +98,32 @@ impl FakeQemu {
             _bus: bus,
             listeners,
             ui_infos,
+            inputs,
         })
+    }
+
+    /// The next `Keyboard`/`Mouse`/`MultiTouch` call the console received
+    /// (and accepted), waiting at most `timeout`.
+    pub fn next_input(&self, timeout: Duration) -> Option<InputCall> {
+        self.inputs.recv_timeout(timeout).ok()
+    }
+
+    /// Every input call received within `quiet` of the previous one.
+    pub fn inputs_until_quiet(&self, quiet: Duration) -> Vec<InputCall> {
+        std::iter::from_fn(|| self.next_input(quiet)).collect()
+    }
+
+    /// Makes the guest's mouse absolute (a tablet) or relative, as QEMU
+    /// does when the guest's pointer device changes: `IsAbsolute` changes
+    /// and is signalled.
+    pub fn set_absolute(&self, absolute: bool) -> anyhow::Result<()> {
+        let mouse = self
+            ._bus
+            .object_server()
+            .interface::<_, MouseServer>(CONSOLE_PATH)?;
+        mouse.get_mut().absolute = absolute;
+        zbus::block_on(mouse.get().is_absolute_changed(mouse.signal_emitter()))?;
+        Ok(())
     }
 
     /// The next `SetUIInfo` the console received, waiting at most `timeout`.

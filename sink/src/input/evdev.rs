@@ -31,8 +31,6 @@ pub const ABS_MT_SLOT: u16 = 0x2f;
 pub const ABS_MT_POSITION_X: u16 = 0x35;
 pub const ABS_MT_POSITION_Y: u16 = 0x36;
 pub const ABS_MT_TRACKING_ID: u16 = 0x39;
-pub const KEY_A: u16 = 30;
-pub const KEY_Z: u16 = 44;
 pub const BTN_MOUSE: u16 = 0x110;
 pub const BTN_LEFT: u16 = 0x110;
 pub const BTN_RIGHT: u16 = 0x111;
@@ -130,9 +128,11 @@ impl Capabilities {
         code < 64 && self.abs & (1 << code) != 0
     }
 
-    /// A keyboard: it has letter keys.
+    /// A keyboard: it has (nearly) all the letter keys (Q to P, A to L,
+    /// Z to M: Linux numbers them by row).
     pub fn is_keyboard(&self) -> bool {
-        (KEY_A..=KEY_Z).filter(|&k| self.has_key(k)).count() >= 20
+        let letters = (16..=25).chain(30..=38).chain(44..=50);
+        letters.filter(|&k| self.has_key(k)).count() >= 20
     }
 
     /// A mouse (or trackball, trackpoint): relative X and Y.

@@ -297,11 +297,30 @@ impl Reader {
                 let action =
                     self.forwarder
                         .event(&mut self.open[i].device, event, guest, placement);
-                if action == Action::ToggleGrab {
-                    self.toggle_grab();
+                match action {
+                    Action::None => {}
+                    Action::ToggleGrab => self.toggle_grab(),
+                    Action::Resync => self.resync(i),
                 }
             }
         }
+    }
+
+    /// Device `i` lost events: nothing it no longer holds stays held in
+    /// the guest.
+    fn resync(&mut self, i: usize) {
+        let mut down = [0u8; evdev::KEY_CNT / 8];
+        let o = &mut self.open[i];
+        tracing::debug!("input: {} lost events (SYN_DROPPED)", o.path.display());
+        if let Err(err) = evdev::keys_down(o.fd.as_fd(), &mut down) {
+            tracing::debug!("input: reading {}'s keys: {err}", o.path.display());
+            return;
+        }
+        let guest: &mut dyn Guest = match &mut self.guest {
+            Some(g) => g,
+            None => &mut Nobody,
+        };
+        self.forwarder.resync(&mut o.device, &down, guest);
     }
 
     fn close(&mut self, i: usize) {

@@ -108,6 +108,9 @@ pub enum Action {
     None,
     /// Ctrl+Alt+G: release the grab, or take it back.
     ToggleGrab,
+    /// Events were lost (the device's buffer overflowed): read which keys
+    /// it holds now and call [`Forwarder::resync`].
+    Resync,
 }
 
 /// Input shared by every device: the pointer, the modifiers held on the
@@ -151,7 +154,7 @@ impl Forwarder {
             (evdev::EV_SYN, evdev::SYN_REPORT) => {
                 if std::mem::take(&mut device.dropping) {
                     device.frame.clear();
-                    return Action::None;
+                    return Action::Resync;
                 }
                 let action = self.frame(device, guest, placement);
                 device.frame.clear();
@@ -360,6 +363,33 @@ impl Forwarder {
         device.touch_last = None;
     }
 
+    /// After lost events: whatever the guest holds from `device` that the
+    /// device no longer holds (`down`: its `EVIOCGKEY` bits) is released
+    /// there, so that no key stays stuck in the guest. Keys pressed during
+    /// the loss are not replayed.
+    pub fn resync(&mut self, device: &mut Device, down: &[u8], guest: &mut dyn Guest) {
+        let up: Vec<u16> = device
+            .held
+            .iter()
+            .filter(|&c| {
+                !evdev::is_down(down, c) && !(c == evdev::BTN_LEFT && device.abs.is_some())
+            })
+            .collect();
+        for code in up {
+            device.held.set(code, false);
+            if let Some(b) = qemu_button(code) {
+                guest.button(b, false);
+            } else if let Some(q) = qnum(code) {
+                guest.key(q, false);
+            }
+        }
+        for code in [KEY_LEFTCTRL, KEY_RIGHTCTRL, KEY_LEFTALT, KEY_RIGHTALT] {
+            if !evdev::is_down(down, code) {
+                self.host_keys.set(code, false);
+            }
+        }
+    }
+
     /// The device went away: its modifiers are no longer held either.
     pub fn forget(&mut self, device: &mut Device, guest: &mut dyn Guest) {
         self.release_all(device, guest);
@@ -494,10 +524,10 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_after_syn_dropped_is_skipped() {
+    fn a_frame_after_syn_dropped_is_skipped_then_resynced() {
         let (mut f, mut d, mut g) = (Forwarder::default(), keyboard(), Recorder::default());
         let k = evdev::EV_KEY;
-        feed(
+        let actions = feed(
             &mut f,
             &mut d,
             &mut g,
@@ -510,7 +540,17 @@ mod tests {
                 SYN,
             ],
         );
+        assert_eq!(actions, [Action::Resync]);
         assert_eq!(g.calls, [Call::Key(0x20, true)]);
+        // The device says 32 is up by now: released in the guest.
+        let mut down = [0u8; evdev::KEY_CNT / 8];
+        f.resync(&mut d, &down, &mut g);
+        assert_eq!(g.calls, [Call::Key(0x20, true), Call::Key(0x20, false)]);
+        // A key still down stays held.
+        feed(&mut f, &mut d, &mut g, &[(k, 33, 1), SYN]);
+        down[33 / 8] |= 1 << (33 % 8);
+        f.resync(&mut d, &down, &mut g);
+        assert_eq!(g.calls.last(), Some(&Call::Key(0x21, true)));
     }
 
     #[test]
