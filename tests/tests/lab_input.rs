@@ -504,3 +504,70 @@ fn input_no_input_sends_nothing() {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// A real QEMU (SeaBIOS, std VGA, its PS/2 keyboard) takes the calls the
+/// sink sends: with `-boot menu=on` SeaBIOS waits a minute at "Press ESC
+/// for boot menu"; once its screen has been still for 8 s, ESC typed on a
+/// virtual keyboard changes it (the menu opens), seen in QMP `screendump`.
+#[test]
+#[ignore = "needs the lab"]
+fn input_a_real_qemu_opens_its_boot_menu_on_esc() {
+    require_lab();
+    let dir = tests::TempDir::new("input-qemu");
+    let bus = tests::private_bus(&dir);
+    let mut vm = tests::TestVm::on_bus(
+        &dir,
+        "input-qemu",
+        &bus.plain_address,
+        &["-boot", "menu=on,splash-time=60000"],
+    );
+    let mut keyboard = VirtualDevice::create(&Spec::keyboard("qemu-sink test keyboard")).unwrap();
+    let node = keyboard.node.to_str().unwrap().to_owned();
+    let card = find_node(NodeKind::Primary, "vkms").expect("the vkms card");
+    let sink = tests::sink_run::Sink::spawn(tests::sink_command(&[
+        "display",
+        "--bus",
+        &bus.address,
+        "--vm",
+        "input-qemu",
+        "--device",
+        card.to_str().unwrap(),
+        "--input-device",
+        &node,
+    ]));
+    assert!(
+        sink.wait_for_log("input: sending to console 0", Duration::from_secs(60)),
+        "{}",
+        sink.abort()
+    );
+    // VGA's blinking text cursor would change every screendump: hide it.
+    vm.hmp("o /b 0x3d4 0x0a");
+    vm.hmp("o /b 0x3d5 0x20");
+    let dump = dir.path("screen.png");
+    let started = std::time::Instant::now();
+    let (mut still, mut last) = (0, vm.screendump(&dump));
+    while still < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "SeaBIOS's screen never settled"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let now = vm.screendump(&dump);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    keyboard.tap(1).unwrap(); // ESC
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if vm.screendump(&dump) != last {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ESC did not open the boot menu; sink:\n{}",
+            sink.log()
+        );
+    }
+    sink.stop();
+}

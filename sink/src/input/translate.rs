@@ -368,14 +368,16 @@ impl Forwarder {
     /// there, so that no key stays stuck in the guest. Keys pressed during
     /// the loss are not replayed.
     pub fn resync(&mut self, device: &mut Device, down: &[u8], guest: &mut dyn Guest) {
-        let up: Vec<u16> = device
-            .held
-            .iter()
-            .filter(|&c| {
-                !evdev::is_down(down, c) && !(c == evdev::BTN_LEFT && device.abs.is_some())
-            })
-            .collect();
-        for code in up {
+        let abs = device.abs;
+        // A touch held as the left button is down while BTN_TOUCH is.
+        let still_down = |c: u16| match (c, abs) {
+            (evdev::BTN_LEFT, Some(AbsKind::Touchscreen | AbsKind::Tablet)) => {
+                evdev::is_down(down, c) || evdev::is_down(down, evdev::BTN_TOUCH)
+            }
+            _ => evdev::is_down(down, c),
+        };
+        let held = device.held.clone();
+        for code in held.iter().filter(|&c| !still_down(c)) {
             device.held.set(code, false);
             if let Some(b) = qemu_button(code) {
                 guest.button(b, false);
