@@ -1,4 +1,6 @@
-//! Proxies for QEMU's objects: VM, Console, Keyboard, Mouse.
+//! Proxies for QEMU's objects: VM, Console, Keyboard, Mouse, MultiTouch.
+//! The input methods expect no reply (QEMU handles them in the order they
+//! come, and a person's input must not wait on QEMU's answers).
 
 use zbus::proxy;
 
@@ -70,7 +72,10 @@ pub trait Console {
     default_path = "/org/qemu/Display1/Console_0"
 )]
 pub trait Keyboard {
+    /// `keycode`: QEMU's key number (qnum).
+    #[zbus(no_reply)]
     fn press(&self, keycode: u32) -> zbus::Result<()>;
+    #[zbus(no_reply)]
     fn release(&self, keycode: u32) -> zbus::Result<()>;
     #[zbus(property)]
     fn modifiers(&self) -> zbus::Result<u32>;
@@ -82,12 +87,49 @@ pub trait Keyboard {
     default_path = "/org/qemu/Display1/Console_0"
 )]
 pub trait Mouse {
+    /// `button`: QEMU's `InputButton` (see [`button`]).
+    #[zbus(no_reply)]
     fn press(&self, button: u32) -> zbus::Result<()>;
+    #[zbus(no_reply)]
     fn release(&self, button: u32) -> zbus::Result<()>;
+    /// In the console's pixels; QEMU refuses it unless `IsAbsolute`.
+    #[zbus(no_reply)]
     fn set_abs_position(&self, x: u32, y: u32) -> zbus::Result<()>;
+    /// QEMU refuses it while `IsAbsolute`.
+    #[zbus(no_reply)]
     fn rel_motion(&self, dx: i32, dy: i32) -> zbus::Result<()>;
     #[zbus(property)]
     fn is_absolute(&self) -> zbus::Result<bool>;
+}
+
+/// QEMU's mouse buttons: its QAPI enum `InputButton` in declaration order
+/// (`qapi/ui.json`: left, middle, right, wheel-up, wheel-down, side, extra,
+/// wheel-left, wheel-right; checked against QEMU's source, and the same
+/// first seven as `ui/dbus-display1.xml` lists for `Mouse.Press`).
+pub mod button {
+    pub const LEFT: u32 = 0;
+    pub const MIDDLE: u32 = 1;
+    pub const RIGHT: u32 = 2;
+    pub const WHEEL_UP: u32 = 3;
+    pub const WHEEL_DOWN: u32 = 4;
+    pub const SIDE: u32 = 5;
+    pub const EXTRA: u32 = 6;
+    pub const WHEEL_LEFT: u32 = 7;
+    pub const WHEEL_RIGHT: u32 = 8;
+}
+
+#[proxy(
+    interface = "org.qemu.Display1.MultiTouch",
+    default_service = "org.qemu",
+    default_path = "/org/qemu/Display1/Console_0"
+)]
+pub trait MultiTouch {
+    /// `kind`: Begin 0, Update 1, End 2, Cancel 3; `x`, `y` in the
+    /// console's pixels.
+    #[zbus(no_reply)]
+    fn send_event(&self, kind: u32, num_slot: u64, x: f64, y: f64) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn max_slots(&self) -> zbus::Result<i32>;
 }
 
 /// The object path of console `id`.

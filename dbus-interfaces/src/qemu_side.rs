@@ -241,6 +241,127 @@ impl ConsoleServer {
         vec![
             "org.qemu.Display1.Keyboard".into(),
             "org.qemu.Display1.Mouse".into(),
+            "org.qemu.Display1.MultiTouch".into(),
         ]
+    }
+}
+
+/// One input call QEMU's console received (`Keyboard`, `Mouse`,
+/// `MultiTouch`), as a fake QEMU records it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InputCall {
+    KeyPress(u32),
+    KeyRelease(u32),
+    ButtonPress(u32),
+    ButtonRelease(u32),
+    AbsPosition(u32, u32),
+    RelMotion(i32, i32),
+    Touch {
+        kind: u32,
+        slot: u64,
+        x: f64,
+        y: f64,
+    },
+}
+
+/// QEMU's `org.qemu.Display1.Keyboard`, for a fake QEMU: every call goes
+/// to `calls`, in the order received (served in order: `spawn = false`).
+#[derive(Debug)]
+pub struct KeyboardServer {
+    pub calls: std::sync::mpsc::Sender<InputCall>,
+}
+
+#[zbus::interface(name = "org.qemu.Display1.Keyboard", spawn = false)]
+impl KeyboardServer {
+    async fn press(&self, keycode: u32) {
+        let _ = self.calls.send(InputCall::KeyPress(keycode));
+    }
+
+    async fn release(&self, keycode: u32) {
+        let _ = self.calls.send(InputCall::KeyRelease(keycode));
+    }
+
+    #[zbus(property)]
+    fn modifiers(&self) -> u32 {
+        0
+    }
+}
+
+/// QEMU's `org.qemu.Display1.Mouse`, for a fake QEMU. Like QEMU, it
+/// refuses `SetAbsPosition` unless absolute, `RelMotion` while absolute,
+/// and positions outside the console (`width` x `height`); refused calls
+/// are not recorded.
+#[derive(Debug)]
+pub struct MouseServer {
+    pub calls: std::sync::mpsc::Sender<InputCall>,
+    pub absolute: bool,
+    pub width: u32,
+    pub height: u32,
+}
+
+fn invalid(what: &str) -> zbus::fdo::Error {
+    zbus::fdo::Error::InvalidArgs(what.into())
+}
+
+#[zbus::interface(name = "org.qemu.Display1.Mouse", spawn = false)]
+impl MouseServer {
+    async fn press(&self, button: u32) {
+        let _ = self.calls.send(InputCall::ButtonPress(button));
+    }
+
+    async fn release(&self, button: u32) {
+        let _ = self.calls.send(InputCall::ButtonRelease(button));
+    }
+
+    async fn set_abs_position(&self, x: u32, y: u32) -> zbus::fdo::Result<()> {
+        if !self.absolute {
+            return Err(invalid("Mouse is not absolute"));
+        }
+        if x >= self.width || y >= self.height {
+            return Err(invalid("Invalid mouse position"));
+        }
+        let _ = self.calls.send(InputCall::AbsPosition(x, y));
+        Ok(())
+    }
+
+    async fn rel_motion(&self, dx: i32, dy: i32) -> zbus::fdo::Result<()> {
+        if self.absolute {
+            return Err(invalid("Mouse is not relative"));
+        }
+        let _ = self.calls.send(InputCall::RelMotion(dx, dy));
+        Ok(())
+    }
+
+    #[zbus(property)]
+    fn is_absolute(&self) -> bool {
+        self.absolute
+    }
+}
+
+/// QEMU's `org.qemu.Display1.MultiTouch`, for a fake QEMU.
+#[derive(Debug)]
+pub struct MultiTouchServer {
+    pub calls: std::sync::mpsc::Sender<InputCall>,
+    pub max_slots: i32,
+}
+
+#[zbus::interface(name = "org.qemu.Display1.MultiTouch", spawn = false)]
+impl MultiTouchServer {
+    async fn send_event(&self, kind: u32, num_slot: u64, x: f64, y: f64) -> zbus::fdo::Result<()> {
+        if kind > 3 {
+            return Err(invalid("Invalid touch event kind"));
+        }
+        let _ = self.calls.send(InputCall::Touch {
+            kind,
+            slot: num_slot,
+            x,
+            y,
+        });
+        Ok(())
+    }
+
+    #[zbus(property)]
+    fn max_slots(&self) -> i32 {
+        self.max_slots
     }
 }

@@ -118,6 +118,8 @@ wait_for_cards() {
 
 modprobe vkms enable_writeback=1 enable_overlay=1 || fail "modprobe vkms failed"
 modprobe vgem || fail "modprobe vgem failed"
+# Virtual keyboards and mice for the input tests (tests/src/uinput.rs).
+modprobe uinput || fail "modprobe uinput failed"
 # The Vdmabuf RFC's nodes, looped back (tests/vdmabuf-loopback/).
 modprobe vdmabuf_loopback || fail "modprobe vdmabuf_loopback failed: run scripts/lab/setup.sh"
 # udmabuf is built into this kernel (modprobe udmabuf fails, harmlessly).

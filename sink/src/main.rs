@@ -9,6 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use dbus_interfaces::ListenerOptions;
 use sink::attach::{attach, list_vms_on_bus, AttachOptions, Control};
+use sink::input::guest::Target;
+use sink::input::{InputOptions, InputThread};
 use sink::output::display::{DisplayOptions, OutputThread, PathChoice};
 use sink::output::gl_capture::GlCapture;
 use sink::output::headless::{run_capture_with, CaptureOptions, CaptureSummary, Stopped};
@@ -233,6 +235,15 @@ struct DisplayArgs {
     /// they are.
     #[arg(long)]
     no_resize: bool,
+    /// Don't forward the keyboards, mice, touchpads and touchscreens to
+    /// the guest (by default they are, grabbed: Ctrl+Alt+G gives them back).
+    #[arg(long)]
+    no_input: bool,
+    /// Forward only this evdev device (/dev/input/eventN or a link to one;
+    /// repeatable). Default: every keyboard, mouse, touchpad and
+    /// touchscreen, also those plugged in later.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_input")]
+    input_device: Vec<PathBuf>,
     #[command(flatten)]
     latency: LatencyArgs,
 }
@@ -350,7 +361,7 @@ fn report_capture(summary: &CaptureSummary, out: &std::path::Path) -> anyhow::Re
 
 /// A running frame source: the D-Bus listener or the vdmabuf reader.
 struct Running {
-    _attached: Option<sink::attach::Attached>,
+    attached: Option<sink::attach::Attached>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -361,7 +372,7 @@ fn start_source(
 ) -> anyhow::Result<Running> {
     Ok(match source {
         Source::Dbus => Running {
-            _attached: Some(attach(
+            attached: Some(attach(
                 &attach_args.options(),
                 Box::new(DbusSource::new(shared.clone())),
                 shared,
@@ -369,7 +380,7 @@ fn start_source(
             reader: None,
         },
         Source::Vdmabuf(node) => Running {
-            _attached: None,
+            attached: None,
             reader: Some(VdmabufSource::open(node)?.spawn(shared.clone())),
         },
     })
@@ -434,6 +445,7 @@ fn run_head(
     args: &DisplayArgs,
     shared: Arc<Shared>,
     several: bool,
+    with_input: bool,
 ) -> anyhow::Result<()> {
     let in_file = |path: &Option<PathBuf>| {
         path.as_ref().map(|p| {
@@ -463,6 +475,17 @@ fn run_head(
     };
     // Light the monitor (and warm up GL) before QEMU waits on us.
     let display = OutputThread::start(options, shared.clone())?;
+    // Input goes to QEMU's console: not with vdmabuf (no QEMU), and with
+    // several heads to the first one's console only (for now).
+    let input = match (&args.source, args.no_input || !with_input) {
+        (Source::Dbus, false) => Some(InputThread::start(
+            InputOptions {
+                devices: args.input_device.clone(),
+            },
+            shared.clone(),
+        )?),
+        _ => None,
+    };
     let mut attached_once = false;
     let stopped = loop {
         let running = match start_source(&args.source, &attach, &shared) {
@@ -484,7 +507,17 @@ fn run_head(
             tracing::info!("QEMU is back: attached again");
         }
         attached_once = true;
+        if let (Some(input), Some(attached)) = (&input, &running.attached) {
+            input.attach(Target {
+                connection: attached.control.connection.clone(),
+                destination: attached.control.peer.clone(),
+                console: head.console,
+            });
+        }
         let stopped = display.run()?;
+        if let Some(input) = &input {
+            input.detach();
+        }
         running.stop(&shared);
         if stopped != Stopped::Disconnected || !matches!(args.source, Source::Dbus) {
             break stopped;
@@ -495,6 +528,8 @@ fn run_head(
         tracing::info!("QEMU went away: the monitor stays black until it is back");
         display.blank()?;
     };
+    // The devices go back to the VT before the CRTC does.
+    drop(input);
     let mut summary = display.finish(stopped)?;
     let name = if several {
         format!("head {}: ", head.console)
@@ -607,7 +642,7 @@ fn run_heads(
                     // Every line of this head (and of its output thread)
                     // says which head it is.
                     let _head = tracing::info_span!("head", console = head.console).entered();
-                    let _ = done.send((head.console, run_head(head, args, shared, true)));
+                    let _ = done.send((head.console, run_head(head, args, shared, true, i == 0)));
                 })
                 .expect("spawning a thread");
         }
@@ -698,7 +733,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.heads.clone()
             };
             match heads.as_slice() {
-                [head] => run_head(head, &args, shared, false),
+                [head] => run_head(head, &args, shared, false, true),
                 _ => run_heads(&heads, &args, &shared, &targets),
             }
         }

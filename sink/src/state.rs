@@ -72,6 +72,17 @@ pub struct Monitor {
     pub height_mm: u16,
 }
 
+/// Where the output shows the guest's picture: the guest's rectangle
+/// (the console's pixels) scaled into `shown` on a `mode`-sized monitor,
+/// letterboxed (`Composition::fit`). The input thread maps the pointer
+/// back through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub mode: (u32, u32),
+    pub guest: dmabuf::Rect,
+    pub shown: dmabuf::Rect,
+}
+
 #[derive(Debug, Default)]
 pub struct Shared {
     state: Mutex<SinkState>,
@@ -80,6 +91,8 @@ pub struct Shared {
     /// lit yet, or the guest is not to be resized. Outlives attachments.
     monitor: Mutex<Option<(u64, Monitor)>>,
     monitor_changed: event_listener::Event,
+    /// Where the output shows the picture now; `None`: nothing shown.
+    placement: Mutex<Option<Placement>>,
     /// The D-Bus side's picture. Lock order: this one, then `state`; an
     /// output never takes it.
     painter: Mutex<Painter>,
@@ -153,6 +166,16 @@ impl Shared {
     /// monitor, then await: no change is missed).
     pub fn monitor_changed(&self) -> event_listener::EventListener {
         self.monitor_changed.listen()
+    }
+
+    /// The output shows the guest at `placement` now (or nothing).
+    pub fn set_placement(&self, placement: Option<Placement>) {
+        *self.placement.lock().unwrap_or_else(|p| p.into_inner()) = placement;
+    }
+
+    /// Where the output shows the guest (see [`Shared::set_placement`]).
+    pub fn placement(&self) -> Option<Placement> {
+        *self.placement.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Consumes the pending wakes of [`Shared::wake_fd`].

@@ -21,11 +21,14 @@ pub struct Attached {
     pub sink: Sink,
     /// Where the sink writes its picture (`--out` or `--capture`).
     pub out: PathBuf,
+    /// Its `--report` at exit.
+    pub report: PathBuf,
 }
 
 impl Attached {
-    /// `qemu-sink COMMAND --bus … --vm TAG ARGS… PICTURE_OPTION OUT`,
-    /// with `env` set, attached to a fake QEMU whose console is `size`.
+    /// `qemu-sink COMMAND --bus … --vm TAG ARGS… PICTURE_OPTION OUT
+    /// --report REPORT`, with `env` set, attached to a fake QEMU whose
+    /// console is `size`.
     pub fn start(
         tag: &str,
         size: (u32, u32),
@@ -37,10 +40,11 @@ impl Attached {
         let dir = TempDir::new(tag);
         let bus = private_bus(&dir);
         let fake = FakeQemu::on_bus(&bus.address, tag, UUID, size).unwrap();
-        let out = dir.path("picture.png");
+        let (out, report) = (dir.path("picture.png"), dir.path("report.json"));
         let mut all = vec![command, "--bus", &bus.address, "--vm", tag];
         all.extend_from_slice(args);
         all.extend_from_slice(&[picture_option, out.to_str().expect("utf-8 path")]);
+        all.extend_from_slice(&["--report", report.to_str().expect("utf-8 path")]);
         let mut command_line = sink_command(&all);
         command_line.envs(env.iter().copied());
         let sink = Sink::spawn(command_line);
@@ -55,6 +59,7 @@ impl Attached {
             listener,
             sink,
             out,
+            report,
         }
     }
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dbus_interfaces::qemu_side::{
-    ConsoleServer, ListenerProxyBlocking, MapListenerProxyBlocking,
-    ScanoutDmabuf2ListenerProxyBlocking, UiInfo, VmServer,
+    ConsoleServer, InputCall, KeyboardServer, ListenerProxyBlocking, MapListenerProxyBlocking,
+    MouseServer, MultiTouchServer, ScanoutDmabuf2ListenerProxyBlocking, UiInfo, VmServer,
 };
 use dbus_interfaces::QEMU_BUS_NAME;
 use zbus::blocking::Connection;
@@ -36,7 +36,11 @@ pub struct FakeQemu {
     /// console can be waited on from a thread of its own, as QEMU serves
     /// them all at once).
     consoles: Vec<FakeConsole>,
+    /// Console 0's `Keyboard`/`Mouse`/`MultiTouch` calls.
+    inputs: Mutex<Receiver<InputCall>>,
 }
+
+const CONSOLE_PATH: &str = "/org/qemu/Display1/Console_0";
 
 impl FakeQemu {
     /// One console (`VGA`) of `size`.
@@ -64,6 +68,32 @@ impl FakeQemu {
                 console_ids: (0..sizes.len() as u32).collect(),
             },
         )?;
+        // Input goes to console 0 (the sink forwards it there).
+        let (input_tx, inputs) = channel();
+        let first = sizes.first().copied().unwrap_or((640, 480));
+        builder = builder
+            .serve_at(
+                CONSOLE_PATH,
+                KeyboardServer {
+                    calls: input_tx.clone(),
+                },
+            )?
+            .serve_at(
+                CONSOLE_PATH,
+                MouseServer {
+                    calls: input_tx.clone(),
+                    absolute: false,
+                    width: first.0,
+                    height: first.1,
+                },
+            )?
+            .serve_at(
+                CONSOLE_PATH,
+                MultiTouchServer {
+                    calls: input_tx,
+                    max_slots: 10,
+                },
+            )?;
         let mut consoles = Vec::new();
         for (id, &(width, height)) in sizes.iter().enumerate() {
             let (tx, listeners) = channel();
@@ -103,7 +133,32 @@ impl FakeQemu {
             name: name.to_owned(),
             _bus: bus,
             consoles,
+            inputs: Mutex::new(inputs),
         })
+    }
+
+    /// The next `Keyboard`/`Mouse`/`MultiTouch` call the console received
+    /// (and accepted), waiting at most `timeout`.
+    pub fn next_input(&self, timeout: Duration) -> Option<InputCall> {
+        self.inputs.lock().unwrap().recv_timeout(timeout).ok()
+    }
+
+    /// Every input call received within `quiet` of the previous one.
+    pub fn inputs_until_quiet(&self, quiet: Duration) -> Vec<InputCall> {
+        std::iter::from_fn(|| self.next_input(quiet)).collect()
+    }
+
+    /// Makes the guest's mouse absolute (a tablet) or relative, as QEMU
+    /// does when the guest's pointer device changes: `IsAbsolute` changes
+    /// and is signalled.
+    pub fn set_absolute(&self, absolute: bool) -> anyhow::Result<()> {
+        let mouse = self
+            ._bus
+            .object_server()
+            .interface::<_, MouseServer>(CONSOLE_PATH)?;
+        mouse.get_mut().absolute = absolute;
+        zbus::block_on(mouse.get().is_absolute_changed(mouse.signal_emitter()))?;
+        Ok(())
     }
 
     /// The next `SetUIInfo` console 0 received, waiting at most `timeout`.

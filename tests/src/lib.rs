@@ -25,6 +25,7 @@ pub mod picture;
 pub mod silent_peer;
 pub mod sink_run;
 pub mod udmabuf;
+pub mod uinput;
 pub mod vdmabuf;
 
 /// A fresh directory under the system temp dir, removed on drop.

@@ -17,7 +17,8 @@ use capture::{read_png, RgbaFrame};
 use drm_fourcc::DrmFourcc;
 use serde_json::Value;
 use sink::output::kms::{find_node, NodeKind};
-use tests::fake_qemu::{Answer, BufferDesc, FakeListener, FakeQemu};
+use tests::attached::Attached;
+use tests::fake_qemu::{Answer, BufferDesc, FakeQemu};
 use tests::fence::HeldFence;
 use tests::lab::{require_lab, ForcedConnector, MasterThief, Observer};
 use tests::sink_run::{opaque, wait_for_picture, Sink};
@@ -37,61 +38,11 @@ fn vgem() -> PathBuf {
     find_node(NodeKind::Primary, "vgem").expect("the vgem card")
 }
 
-struct Setup {
-    dir: TempDir,
-    _bus: sink::vm::PrivateBus,
-    _fake: FakeQemu,
-    listener: FakeListener,
-    sink: Sink,
-    out: PathBuf,
-    report: PathBuf,
-}
-
-/// A private bus, the fake QEMU on it with a 640x480 console, and
-/// `qemu-sink display --mode 640x480 --report --capture EXTRA` on vkms.
-fn setup(tag: &str, extra: &[&str]) -> Setup {
-    let dir = TempDir::new(tag);
-    let bus = private_bus(&dir);
-    let fake = FakeQemu::on_bus(
-        &bus.address,
-        tag,
-        "00000000-0000-4000-8000-0000000fa017",
-        (640, 480),
-    )
-    .unwrap();
-    let out = dir.path("screen.png");
-    let report = dir.path("report.json");
+/// The fake QEMU with a 640x480 console, and `qemu-sink display --mode
+/// 640x480 --report --capture EXTRA` on vkms attached to it.
+fn setup(tag: &str, extra: &[&str]) -> Attached {
     let card = vkms();
-    let mut args = vec![
-        "display",
-        "--bus",
-        &bus.address,
-        "--vm",
-        tag,
-        "--device",
-        card.to_str().unwrap(),
-        "--mode",
-        "640x480",
-        "--report",
-        report.to_str().unwrap(),
-        "--capture",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let sink = Sink::spawn(sink_command(&args));
-    let listener = match fake.accept_listener(Duration::from_secs(60)) {
-        Ok(listener) => listener,
-        Err(err) => panic!("{err:#}; sink:\n{}", sink.abort()),
-    };
-    Setup {
-        dir,
-        _bus: bus,
-        _fake: fake,
-        listener,
-        sink,
-        out,
-        report,
-    }
+    Attached::display(tag, (640, 480), card.to_str().unwrap(), extra)
 }
 
 fn read_report(path: &Path) -> Value {
@@ -100,7 +51,7 @@ fn read_report(path: &Path) -> Value {
 }
 
 /// Two 640x480 buffers (patterns 0 and 1), the first sent and shown.
-fn two_buffers_the_first_shown(s: &mut Setup) -> [Udmabuf; 2] {
+fn two_buffers_the_first_shown(s: &mut Attached) -> [Udmabuf; 2] {
     let mut buffers = [
         Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
         Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),

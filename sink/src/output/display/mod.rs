@@ -244,6 +244,8 @@ pub struct Display {
     cursor: Cursor,
     /// Where the picture being shown sits on the output.
     picture: Option<Composition>,
+    /// What `Shared` was last told of `picture` (for the pointer).
+    placement: Option<crate::state::Placement>,
     capture: Capture,
     link: Link,
     probe: Probe,
@@ -305,6 +307,7 @@ impl Display {
             surface: Surface2d::default(),
             cursor,
             picture: None,
+            placement: None,
             capture,
             link: Link::Lit,
             probe: Probe::default(),
@@ -375,6 +378,7 @@ impl Display {
                 self.probe_link();
             }
             self.tell_monitor(shared);
+            self.publish_placement(shared);
 
             let mut state = shared.lock();
             let stop = state.stop;
@@ -453,6 +457,23 @@ impl Display {
             }
         };
         Ok(stopped_by)
+    }
+
+    /// Publishes where the picture sits on the monitor, for the pointer
+    /// (see `crate::input`), when it changed.
+    fn publish_placement(&mut self, shared: &Shared) {
+        let placement =
+            self.picture
+                .filter(|_| self.link == Link::Lit)
+                .map(|how| crate::state::Placement {
+                    mode: self.mode_size(),
+                    guest: how.src,
+                    shown: how.dst,
+                });
+        if placement != self.placement {
+            self.placement = placement;
+            shared.set_placement(placement);
+        }
     }
 
     /// QEMU went away: its buffers are let go and the monitor goes black

@@ -1,0 +1,488 @@
+//! Input: the keyboards, mice, touchpads and touchscreens of the machine
+//! the monitor is on, forwarded to the guest through QEMU's console
+//! (`org.qemu.Display1.Keyboard` and `Mouse`).
+//!
+//! One thread of its own reads every device (evdev, `poll`), follows
+//! devices plugged in later (inotify on `/dev/input`), translates their
+//! events ([`translate`]) and sends them to the console of the QEMU
+//! attached at the time ([`guest`]), without waiting for QEMU's answers:
+//! input never blocks the output thread or the listener, and neither blocks
+//! input. The pointer's position maps back through where the display shows
+//! the guest (`Shared::placement`).
+//!
+//! Devices are grabbed (`EVIOCGRAB`) while the sink runs, so that keys
+//! reach the guest and not the VT underneath; Ctrl+Alt+G gives them back
+//! and takes them again.
+
+pub mod evdev;
+pub mod guest;
+pub mod keymap;
+pub mod pointer;
+pub mod translate;
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use crate::state::Shared;
+use evdev::{Capabilities, EVENT_SIZE};
+use guest::{Dbus, Guest, Nobody, Target};
+use translate::{Action, Device, Forwarder};
+
+/// Where devices appear.
+pub const INPUT_DIR: &str = "/dev/input";
+/// How often the devices are looked for again without an inotify event
+/// (a missed event, a listed device that is not there yet).
+const RESCAN: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Default)]
+pub struct InputOptions {
+    /// Only these devices (paths of evdev nodes, or links to them such as
+    /// `/dev/input/by-id/…`); empty: every keyboard, mouse, touchpad and
+    /// touchscreen under `/dev/input`.
+    pub devices: Vec<PathBuf>,
+}
+
+#[derive(Default)]
+struct Control {
+    quit: bool,
+    /// The console to send to, and a count of changes.
+    target: Option<Target>,
+    serial: u64,
+}
+
+/// The input thread; stops (giving every device back) when dropped.
+pub struct InputThread {
+    control: Arc<Mutex<Control>>,
+    wake: Arc<EventFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InputThread {
+    pub fn start(options: InputOptions, shared: Arc<Shared>) -> std::io::Result<InputThread> {
+        let wake = Arc::new(EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        let control = Arc::new(Mutex::new(Control::default()));
+        let reader = Reader::new(options, shared, control.clone(), wake.clone());
+        let thread = std::thread::Builder::new()
+            .name("input".into())
+            .spawn(move || reader.run())?;
+        Ok(InputThread {
+            control,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    fn steer(&self, f: impl FnOnce(&mut Control)) {
+        f(&mut self.control.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = self.wake.write(1);
+    }
+
+    /// Input goes to `target`'s console from now on.
+    pub fn attach(&self, target: Target) {
+        self.steer(|c| {
+            c.target = Some(target);
+            c.serial += 1;
+        });
+    }
+
+    /// QEMU went away: input goes nowhere until the next attach.
+    pub fn detach(&self) {
+        self.steer(|c| {
+            c.target = None;
+            c.serial += 1;
+        });
+    }
+}
+
+impl Drop for InputThread {
+    fn drop(&mut self) {
+        self.steer(|c| c.quit = true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One open device.
+struct Open {
+    path: PathBuf,
+    rdev: u64,
+    fd: OwnedFd,
+    device: Device,
+}
+
+struct Reader {
+    options: InputOptions,
+    shared: Arc<Shared>,
+    control: Arc<Mutex<Control>>,
+    wake: Arc<EventFd>,
+    inotify: Option<Inotify>,
+    open: Vec<Open>,
+    /// Device numbers looked at and left alone (not input devices).
+    ignored: HashSet<u64>,
+    /// Paths already warned about (could not open).
+    warned: HashSet<PathBuf>,
+    forwarder: Forwarder,
+    guest: Option<Dbus>,
+    serial: u64,
+    grabbed: bool,
+}
+
+impl Reader {
+    fn new(
+        options: InputOptions,
+        shared: Arc<Shared>,
+        control: Arc<Mutex<Control>>,
+        wake: Arc<EventFd>,
+    ) -> Reader {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .and_then(|i| {
+                i.add_watch(
+                    INPUT_DIR,
+                    AddWatchFlags::IN_CREATE | AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE,
+                )?;
+                Ok(i)
+            })
+            .map_err(|err| {
+                tracing::warn!(
+                    "input: cannot watch {INPUT_DIR} ({err}): new devices are looked for every {} s",
+                    RESCAN.as_secs()
+                )
+            })
+            .ok();
+        Reader {
+            options,
+            shared,
+            control,
+            wake,
+            inotify,
+            open: Vec::new(),
+            ignored: HashSet::new(),
+            warned: HashSet::new(),
+            forwarder: Forwarder::default(),
+            guest: None,
+            serial: 0,
+            grabbed: true,
+        }
+    }
+
+    fn run(mut self) {
+        self.scan();
+        let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(16);
+        let mut buf = [0u8; EVENT_SIZE * 64];
+        let mut next_scan = Instant::now() + RESCAN;
+        loop {
+            pollfds.clear();
+            let entry = |fd: i32| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            pollfds.push(entry(self.wake.as_fd().as_raw_fd()));
+            pollfds.push(entry(
+                self.inotify.as_ref().map_or(-1, |i| i.as_fd().as_raw_fd()),
+            ));
+            pollfds.extend(self.open.iter().map(|o| entry(o.fd.as_raw_fd())));
+            let timeout = next_scan.saturating_duration_since(Instant::now());
+            // SAFETY: `pollfds` is a live array of `pollfds.len()` entries;
+            // each fd stays open across the call (negative ones are skipped).
+            let ready = unsafe {
+                libc::poll(
+                    pollfds.as_mut_ptr(),
+                    pollfds.len() as libc::nfds_t,
+                    timeout.as_millis().min(i32::MAX as u128) as i32,
+                )
+            };
+            if ready < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::warn!("input: poll: {err}; input stops");
+                    break;
+                }
+                continue;
+            }
+            if pollfds[0].revents != 0 {
+                let _ = self.wake.read();
+                if self.steered() {
+                    break;
+                }
+            }
+            let mut rescan = Instant::now() >= next_scan;
+            if pollfds[1].revents != 0 {
+                if let Some(inotify) = &self.inotify {
+                    if let Ok(events) = inotify.read_events() {
+                        if events
+                            .iter()
+                            .any(|e| e.mask.contains(AddWatchFlags::IN_DELETE))
+                        {
+                            self.ignored.clear();
+                        }
+                    }
+                }
+                rescan = true;
+            }
+            // Devices, newest index first so that a removal keeps the
+            // earlier indices valid.
+            for i in (0..self.open.len()).rev() {
+                let revents = pollfds[i + 2].revents;
+                if revents == 0 {
+                    continue;
+                }
+                if !self.read_device(i, &mut buf) {
+                    self.close(i);
+                }
+            }
+            if rescan {
+                self.scan();
+                next_scan = Instant::now() + RESCAN;
+            }
+        }
+        self.give_back_everything();
+    }
+
+    /// Takes the main thread's news; true to stop.
+    fn steered(&mut self) -> bool {
+        let (quit, serial, target) = {
+            let c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+            (c.quit, c.serial, c.target.clone())
+        };
+        if quit {
+            return true;
+        }
+        if serial != self.serial {
+            self.serial = serial;
+            self.release_everything();
+            self.guest = target.and_then(|t| match Dbus::new(&t) {
+                Ok(g) => {
+                    tracing::info!("input: sending to console {}", t.console);
+                    Some(g)
+                }
+                Err(err) => {
+                    tracing::warn!("input: cannot reach the console's keyboard and mouse: {err}");
+                    None
+                }
+            });
+        }
+        false
+    }
+
+    /// Reads what device `i` has; false when it is gone.
+    fn read_device(&mut self, i: usize, buf: &mut [u8]) -> bool {
+        loop {
+            let n = match evdev::read_events(&self.open[i].fd, buf) {
+                Ok(0) => return true,
+                Ok(n) => n,
+                Err(err) => {
+                    let o = &self.open[i];
+                    tracing::info!("input: {} went away ({err})", o.path.display());
+                    return false;
+                }
+            };
+            let placement = self.shared.placement();
+            for chunk in buf[..n * EVENT_SIZE].chunks_exact(EVENT_SIZE) {
+                let event = evdev::Event::parse(chunk.try_into().expect("EVENT_SIZE bytes"));
+                let guest: &mut dyn Guest = match &mut self.guest {
+                    Some(g) => g,
+                    None => &mut Nobody,
+                };
+                let action =
+                    self.forwarder
+                        .event(&mut self.open[i].device, event, guest, placement);
+                match action {
+                    Action::None => {}
+                    Action::ToggleGrab => self.toggle_grab(),
+                    Action::Resync => self.resync(i),
+                }
+            }
+        }
+    }
+
+    /// Device `i` lost events: nothing it no longer holds stays held in
+    /// the guest.
+    fn resync(&mut self, i: usize) {
+        let mut down = [0u8; evdev::KEY_CNT / 8];
+        let o = &mut self.open[i];
+        tracing::debug!("input: {} lost events (SYN_DROPPED)", o.path.display());
+        if let Err(err) = evdev::keys_down(o.fd.as_fd(), &mut down) {
+            tracing::debug!("input: reading {}'s keys: {err}", o.path.display());
+            return;
+        }
+        let guest: &mut dyn Guest = match &mut self.guest {
+            Some(g) => g,
+            None => &mut Nobody,
+        };
+        self.forwarder.resync(&mut o.device, &down, guest);
+    }
+
+    fn close(&mut self, i: usize) {
+        let mut gone = self.open.swap_remove(i);
+        let guest: &mut dyn Guest = match &mut self.guest {
+            Some(g) => g,
+            None => &mut Nobody,
+        };
+        self.forwarder.forget(&mut gone.device, guest);
+    }
+
+    /// Ctrl+Alt+G: give the devices back to the VT (and the guest nothing),
+    /// or take them again.
+    fn toggle_grab(&mut self) {
+        self.grabbed = !self.grabbed;
+        if !self.grabbed {
+            self.release_everything();
+        }
+        for o in &self.open {
+            if let Err(err) = evdev::grab(o.fd.as_fd(), self.grabbed) {
+                tracing::warn!("input: grabbing {}: {err}", o.path.display());
+            }
+        }
+        self.forwarder.forwarding = self.grabbed;
+        if self.grabbed {
+            tracing::info!("input: taken (keys go to the guest; Ctrl+Alt+G gives them back)");
+        } else {
+            tracing::info!("input: given back (Ctrl+Alt+G takes it again)");
+        }
+    }
+
+    /// Everything held down in the guest is released there.
+    fn release_everything(&mut self) {
+        let guest: &mut dyn Guest = match &mut self.guest {
+            Some(g) => g,
+            None => &mut Nobody,
+        };
+        for o in &mut self.open {
+            self.forwarder.release_all(&mut o.device, guest);
+        }
+    }
+
+    fn give_back_everything(&mut self) {
+        self.release_everything();
+        // Closing a device ends its grab.
+        self.open.clear();
+    }
+
+    /// Opens the devices not open yet.
+    fn scan(&mut self) {
+        let listed = !self.options.devices.is_empty();
+        let candidates: Vec<PathBuf> = if listed {
+            self.options.devices.clone()
+        } else {
+            match std::fs::read_dir(INPUT_DIR) {
+                Ok(dir) => {
+                    let mut paths: Vec<PathBuf> = dir
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.file_name()
+                                .and_then(|n| n.to_str())
+                                .is_some_and(|n| n.starts_with("event"))
+                        })
+                        .collect();
+                    paths.sort();
+                    paths
+                }
+                Err(err) => {
+                    if self.warned.insert(PathBuf::from(INPUT_DIR)) {
+                        tracing::warn!("input: reading {INPUT_DIR}: {err}");
+                    }
+                    return;
+                }
+            }
+        };
+        for path in candidates {
+            self.consider(&path, listed);
+        }
+    }
+
+    fn consider(&mut self, path: &Path, listed: bool) {
+        let rdev = match std::fs::metadata(path) {
+            Ok(m) => std::os::unix::fs::MetadataExt::rdev(&m),
+            Err(err) => {
+                if listed && self.warned.insert(path.to_owned()) {
+                    tracing::warn!("input: {}: {err} (waiting for it)", path.display());
+                }
+                return;
+            }
+        };
+        if self.open.iter().any(|o| o.rdev == rdev) || self.ignored.contains(&rdev) {
+            return;
+        }
+        let fd = match evdev::open_device(path) {
+            Ok(fd) => fd,
+            Err(err) => {
+                if self.warned.insert(path.to_owned()) {
+                    let hint = if err.kind() == std::io::ErrorKind::PermissionDenied {
+                        " (the user needs read access: group `input`)"
+                    } else {
+                        ""
+                    };
+                    tracing::warn!("input: opening {}: {err}{hint}", path.display());
+                }
+                return;
+            }
+        };
+        let caps = match evdev::capabilities(fd.as_fd()) {
+            Ok(caps) => caps,
+            Err(err) => {
+                tracing::debug!("input: {} is no evdev device: {err}", path.display());
+                self.ignored.insert(rdev);
+                return;
+            }
+        };
+        if !listed && !caps.is_input() {
+            tracing::debug!("input: leaving {} ({}) alone", path.display(), caps.name);
+            self.ignored.insert(rdev);
+            return;
+        }
+        if self.grabbed {
+            if let Err(err) = evdev::grab(fd.as_fd(), true) {
+                tracing::warn!(
+                    "input: grabbing {} ({}): {err}; its events also reach others",
+                    path.display(),
+                    caps.name
+                );
+            }
+        }
+        tracing::info!(
+            "input: {} ({}): {}",
+            path.display(),
+            caps.name,
+            describe(&caps)
+        );
+        self.warned.remove(path);
+        self.open.push(Open {
+            path: path.to_owned(),
+            rdev,
+            device: Device::new(&caps),
+            fd,
+        });
+    }
+}
+
+fn describe(caps: &Capabilities) -> String {
+    let mut kinds = Vec::new();
+    if caps.is_keyboard() {
+        kinds.push("keyboard");
+    }
+    if caps.is_mouse() {
+        kinds.push("mouse");
+    }
+    match caps.abs_kind() {
+        Some(evdev::AbsKind::Touchpad) => kinds.push("touchpad"),
+        Some(evdev::AbsKind::Touchscreen) => kinds.push("touchscreen"),
+        Some(evdev::AbsKind::Tablet) => kinds.push("tablet"),
+        None => {}
+    }
+    if kinds.is_empty() {
+        kinds.push("listed");
+    }
+    kinds.join(", ")
+}
