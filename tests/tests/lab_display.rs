@@ -912,3 +912,53 @@ fn display_capture_keeps_up_with_a_picture_that_never_stops_changing() {
         written.len()
     );
 }
+
+/// The sink's DMA-BUF fds (its own scanout buffers' exports and the
+/// guest's buffers it holds).
+fn dmabuf_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("dmabuf"))
+        })
+        .count()
+}
+
+/// QEMU leaves after a composed DMA-BUF frame: the black monitor holds none
+/// of its buffers (GL's last sampled texture included), only the sink's own.
+#[test]
+#[ignore = "needs the lab"]
+fn display_holds_no_guest_buffer_once_qemu_is_gone() {
+    require_lab();
+    let card = vkms();
+    let mut s = setup(
+        "display-gone-no-buffer",
+        (640, 480),
+        &card,
+        true,
+        &["--mode", "640x480", "--path", "composite"],
+    );
+    let pid = s.sink.pid();
+    let own = dmabuf_fds(pid);
+    let buffers = two_buffers_the_first_shown(&mut s, "the composed frame");
+    assert!(dmabuf_fds(pid) > own, "the guest's buffer is not held while shown");
+    let Setup {
+        listener,
+        _fake,
+        sink,
+        ..
+    } = s;
+    drop(listener);
+    drop(_fake);
+    assert!(
+        sink.wait_for_log("QEMU went away", Duration::from_secs(10)),
+        "{}",
+        sink.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let held = dmabuf_fds(pid);
+    drop(buffers);
+    let log = sink.stop();
+    assert_eq!(held, own, "DMA-BUF fds once QEMU is gone (the sink's own: {own}): {log}");
+}

@@ -300,8 +300,11 @@ fn renderer_in<'a>(
     Ok(slot.as_mut().expect("just created"))
 }
 
-/// Draws once, so that shader compilation (seconds for llvmpipe under
-/// emulation) happens before the first guest frame waits on it.
+/// Draws once with a texture of our own: at start, so that shader
+/// compilation (seconds for llvmpipe under emulation) happens before the
+/// first guest frame waits on it; and after the guest's buffers are let go,
+/// so that the driver's last sampled texture (which keeps a guest buffer
+/// alive) is ours.
 pub(crate) fn first_draw(renderer: &mut Renderer) -> Result<(), gl_renderer::RenderError> {
     let texture = renderer.upload(drm_fourcc::DrmFourcc::Xbgr8888, 2, 2, 8, &[0; 16])?;
     let target = renderer.create_target(4, 4)?;

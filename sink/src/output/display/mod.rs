@@ -487,6 +487,11 @@ impl Display {
         self.present_blank()?;
         self.settle_flip();
         self.imports.forget_all();
+        // GL keeps the texture it sampled last (and with it the guest's
+        // buffer) until it samples another: draw once with one of ours.
+        if let Err(err) = first_draw(&mut self.renderer) {
+            tracing::warn!("letting go of the last sampled texture: {err}");
+        }
         if self.capture.dirty {
             self.capture_or_warn();
         }
