@@ -942,7 +942,10 @@ fn display_holds_no_guest_buffer_once_qemu_is_gone() {
     let pid = s.sink.pid();
     let own = dmabuf_fds(pid);
     let buffers = two_buffers_the_first_shown(&mut s, "the composed frame");
-    assert!(dmabuf_fds(pid) > own, "the guest's buffer is not held while shown");
+    assert!(
+        dmabuf_fds(pid) > own,
+        "the guest's buffer is not held while shown"
+    );
     let Setup {
         listener,
         _fake,
@@ -960,5 +963,8 @@ fn display_holds_no_guest_buffer_once_qemu_is_gone() {
     let held = dmabuf_fds(pid);
     drop(buffers);
     let log = sink.stop();
-    assert_eq!(held, own, "DMA-BUF fds once QEMU is gone (the sink's own: {own}): {log}");
+    assert_eq!(
+        held, own,
+        "DMA-BUF fds once QEMU is gone (the sink's own: {own}): {log}"
+    );
 }
