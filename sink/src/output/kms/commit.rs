@@ -273,8 +273,15 @@ pub struct Committer<P = ()> {
     active: bool,
     /// A NONBLOCK commit is in flight; its event is due.
     pending: Option<InFlight<P>>,
+    /// When we gave up on a flip whose event never came: the kernel may
+    /// still hold it (a fence not signalled), until its event comes late.
+    abandoned: Option<Instant>,
     saved: Saved,
 }
+
+/// How long after giving up on a flip the kernel is assumed to hold it
+/// still (a commit meanwhile would only get EBUSY), unless its event comes.
+const ABANDONED_HOLD: Duration = Duration::from_secs(1);
 
 impl<P> Committer<P> {
     /// Takes over `pipe`, remembering what it shows now (for [`restore`]);
@@ -293,6 +300,7 @@ impl<P> Committer<P> {
             pipe,
             active: false,
             pending: None,
+            abandoned: None,
             saved,
         })
     }
@@ -348,12 +356,21 @@ impl<P> Committer<P> {
     /// The next commit may still get EBUSY.
     pub fn abandon_flip(&mut self) -> Option<P> {
         let flight = self.pending.take()?;
+        self.abandoned = Some(Instant::now());
         tracing::warn!(
             "{}: no page-flip event {:?} after the commit: giving up on it",
             self.card.path().display(),
             flight.since.elapsed()
         );
         Some(flight.payload)
+    }
+
+    /// A flip we gave up on may still be held by the kernel (for
+    /// [`ABANDONED_HOLD`], or until its late event is read): a new commit
+    /// would only get EBUSY, so wait.
+    pub fn held_by_kernel(&self) -> bool {
+        self.abandoned
+            .is_some_and(|at| at.elapsed() < ABANDONED_HOLD)
     }
 
     /// [`KmsError::FlipPending`] while a flip is in flight.
@@ -444,6 +461,7 @@ impl<P> Committer<P> {
         let flags = AtomicCommitFlags::NONBLOCK | AtomicCommitFlags::PAGE_FLIP_EVENT;
         match submit(&self.card, request, flags) {
             Ok(()) => {
+                self.abandoned = None;
                 self.pending = Some(InFlight {
                     since: Instant::now(),
                     payload,
@@ -452,10 +470,17 @@ impl<P> Committer<P> {
             }
             Err(err) => {
                 if err.errno() == Some(Errno::EBUSY as i32) {
-                    tracing::error!(
-                        "{}: EBUSY: a commit was in flight that flip tracking missed (a bug)",
-                        self.card.path().display()
-                    );
+                    if self.abandoned.is_some() {
+                        tracing::warn!(
+                            "{}: EBUSY: the flip given up on is still held by the kernel",
+                            self.card.path().display()
+                        );
+                    } else {
+                        tracing::error!(
+                            "{}: EBUSY: a commit was in flight that flip tracking missed (a bug)",
+                            self.card.path().display()
+                        );
+                    }
                 }
                 Err((err, payload))
             }
@@ -484,6 +509,10 @@ impl<P> Committer<P> {
         for event in events {
             match event {
                 Event::PageFlip(e) => {
+                    if e.crtc == self.pipe.crtc && self.pending.is_none() {
+                        // The flip given up on completed after all.
+                        self.abandoned = None;
+                    }
                     let payload = match self.pending.take_if(|_| e.crtc == self.pipe.crtc) {
                         Some(flight) => {
                             tracing::trace!(
