@@ -29,8 +29,8 @@
 //!   (at least two, one of each kind), after a QEMU of the last one's kind;
 //!   RSS is checked from 20 cycles on.
 //!
-//! Counts: `SOAK_FRAMES` (frames per flood, default 200) and
-//! `SOAK_CYCLES` (restarts, default 4): the lab run of the test command
+//! Counts: `SOAK_FRAMES` (frames per flood, default 100) and
+//! `SOAK_CYCLES` (restarts, default 3): the lab run of the test command
 //! does a short run of each; `scripts/soak.sh` runs 100000 and 50 and
 //! prints the table.
 //!
@@ -364,7 +364,7 @@ impl Rig {
 
 /// Frames per flood, and after how many the baseline is taken.
 fn flood_counts() -> (usize, usize) {
-    let frames = count_from_env("SOAK_FRAMES", 200).max(2);
+    let frames = count_from_env("SOAK_FRAMES", 100).max(2);
     let warm = (frames / 5).clamp(100, 5000).min(frames - 1);
     (frames, warm)
 }
@@ -684,7 +684,7 @@ const RSS_CHECKED_FROM_CYCLE: usize = 20;
 #[ignore = "needs the lab"]
 fn soak_display_qemu_sigkill_restarts() {
     require_lab();
-    let cycles = count_from_env("SOAK_CYCLES", 4).max(3);
+    let cycles = count_from_env("SOAK_CYCLES", 3).max(3);
     // The baseline after a fifth of the cycles (at least two: one of each
     // kind), and after a QEMU of the same kind as the last one: a gl=on
     // QEMU leaves other things behind than a 2D one.
