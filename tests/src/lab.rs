@@ -158,14 +158,19 @@ impl Observer {
         self.0
     }
 
+    /// Opens the card to look at it. The first opener of a card no one
+    /// drives becomes DRM master: an observer gives that up at once, so that
+    /// a sink starting meanwhile is not refused the card.
     pub fn open(path: &Path) -> Observer {
-        Observer(
+        let observer = Observer(
             File::options()
                 .read(true)
                 .write(true)
                 .open(path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
+        );
+        let _ = drm::Device::release_master_lock(&observer);
+        observer
     }
 
     /// The DMA-BUF inode behind the framebuffer a lit CRTC scans out now

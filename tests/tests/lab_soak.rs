@@ -707,6 +707,12 @@ fn soak_display_qemu_sigkill_restarts() {
         card.to_str().unwrap(),
     ]));
     let pid = sink.pid();
+    // The sink takes the card before anything here looks at it.
+    assert!(
+        sink.wait_for_log(" lit at ", Duration::from_secs(120)),
+        "the sink never lit the monitor: {}",
+        sink.log()
+    );
     let began = Instant::now();
     let mut start = None;
     let mut base = None;
