@@ -363,7 +363,7 @@ pub fn attach(
     tracing::info!("attached to console {} of {peer}", options.console);
     let mut watchers = vec![watch_disconnect(&listener, shared.clone())];
     watchers.extend(watch_console_size(&console, shared.clone()));
-    watchers.extend(tell_monitor(&console, shared.clone()));
+    watchers.push(tell_monitor(&console, shared.clone()));
     Ok(Attached {
         control,
         listener,
@@ -436,29 +436,11 @@ fn watch_console_size(
 /// and whenever the output lights another mode or panel, for as long as the
 /// attachment lives. A console that cannot take it (std VGA: QEMU answers
 /// `Unsupported`) is said so once and left at its own size.
-fn tell_monitor(
-    console: &ConsoleProxyBlocking<'static>,
-    shared: Arc<Shared>,
-) -> Option<zbus::Task<()>> {
+fn tell_monitor(console: &ConsoleProxyBlocking<'static>, shared: Arc<Shared>) -> zbus::Task<()> {
     let connection = console.inner().connection().inner().clone();
-    let proxy = ConsoleProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .path(console.inner().path().to_owned())
-        .and_then(|b| match console.inner().destination().as_str() {
-            "" => Ok(b),
-            dest => b.destination(dest.to_owned()),
-        });
-    let proxy = match proxy {
-        Ok(p) => p,
-        Err(err) => {
-            tracing::warn!("cannot tell the console its monitor: {err}");
-            return None;
-        }
-    };
+    // The same object through the same connection, as an async proxy.
+    let console = ConsoleProxy::from(console.inner().inner().clone());
     let tell = async move {
-        let Ok(console) = proxy.build().await else {
-            return;
-        };
         let mut told = None;
         loop {
             let changed = shared.monitor_changed();
@@ -485,7 +467,7 @@ fn tell_monitor(
             changed.await;
         }
     };
-    Some(connection.executor().spawn(tell, "tell-monitor"))
+    connection.executor().spawn(tell, "tell-monitor")
 }
 
 fn apply_console_size(shared: &Shared, width: Option<u32>, height: Option<u32>) {

@@ -329,3 +329,51 @@ impl MasterThief {
         self.ours = None;
     }
 }
+
+/// Sets the soft limit `resource` (`libc::RLIMIT_*`) of process `pid` to
+/// `soft` (the hard limit stays); returns the soft limit it had.
+pub fn set_soft_limit(pid: u32, resource: libc::__rlimit_resource_t, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit writes the current limits to `old`, a live struct.
+    let ret = unsafe { libc::prlimit(pid as libc::pid_t, resource, std::ptr::null(), &mut old) };
+    assert_eq!(ret, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit reads `new`, a live struct.
+    let ret = unsafe { libc::prlimit(pid as libc::pid_t, resource, &new, std::ptr::null_mut()) };
+    assert_eq!(ret, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// Two 640x480 udmabufs (patterns 0 and 1), the first sent to the sink
+/// on `listener` and shown: its picture at `out` (`what` names it).
+pub fn two_buffers_the_first_shown(
+    listener: &mut crate::fake_qemu::FakeListener,
+    out: &Path,
+    what: &str,
+) -> [crate::udmabuf::Udmabuf; 2] {
+    use crate::fake_qemu::BufferDesc;
+    use crate::udmabuf::Udmabuf;
+    use drm_fourcc::DrmFourcc;
+    let mut buffers = [
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
+    ];
+    buffers[1].fill(1).unwrap();
+    listener
+        .scanout_dmabuf(buffers[0].fd(), BufferDesc::xrgb(640, 480), false)
+        .unwrap();
+    assert!(listener.update_dmabuf(0, 0, 640, 480).ok);
+    crate::sink_run::wait_for_picture(
+        what,
+        out,
+        &crate::sink_run::opaque(&buffers[0].expected(0)),
+        Duration::from_secs(30),
+    );
+    buffers
+}

@@ -16,7 +16,9 @@ use serde_json::Value;
 use sink::output::kms::{find_node, NodeKind};
 use tests::fake_qemu::{BufferDesc, FakeListener, FakeQemu};
 use tests::hostile::solid;
-use tests::lab::{inode, require_lab, ForcedConnector, MasterThief, Observer};
+use tests::lab::{
+    inode, require_lab, two_buffers_the_first_shown, ForcedConnector, MasterThief, Observer,
+};
 use tests::picture::letterboxed;
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::udmabuf::Udmabuf;
@@ -489,27 +491,6 @@ fn display_goes_black_when_qemu_leaves_and_comes_back_with_it() {
     drop(dir);
 }
 
-/// Two 640x480 buffers (frames 0 and 1 of the pattern), the first sent and
-/// shown (writeback checked).
-fn two_buffers_the_first_shown(s: &mut Setup, what: &str) -> [Udmabuf; 2] {
-    let mut buffers = [
-        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
-        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
-    ];
-    buffers[1].fill(1).unwrap();
-    s.listener
-        .scanout_dmabuf(buffers[0].fd(), BufferDesc::xrgb(640, 480), false)
-        .unwrap();
-    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
-    wait_for_picture(
-        what,
-        &s.out,
-        &opaque(&buffers[0].expected(0)),
-        Duration::from_secs(30),
-    );
-    buffers
-}
-
 /// Unplugging the monitor (the connector forced off through sysfs) stops
 /// the commits, frames are still answered at once; plugging it back lights
 /// it again with its mode picked afresh, and frames show.
@@ -526,7 +507,7 @@ fn display_follows_its_connector_unplugged_and_back() {
         true,
         &["--mode", "640x480"],
     );
-    let buffers = two_buffers_the_first_shown(&mut s, "before the unplug");
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "before the unplug");
 
     connector.force("off");
     assert!(
@@ -576,7 +557,7 @@ fn display_survives_losing_and_regaining_drm_master() {
         true,
         &["--mode", "640x480"],
     );
-    let buffers = two_buffers_the_first_shown(&mut s, "before losing master");
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "before losing master");
 
     let mut thief = MasterThief::steal(s.sink.pid(), &card);
     s.listener
@@ -670,7 +651,7 @@ fn display_drops_a_buffer_it_cannot_show_and_keeps_the_last_good_picture() {
         true,
         &["--mode", "640x480"],
     );
-    let buffers = two_buffers_the_first_shown(&mut s, "the good picture");
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "the good picture");
     let bad = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
     let bad_desc = BufferDesc {
         modifier: 0x00ff_0000_0000_1234,
@@ -725,7 +706,7 @@ fn display_one_unimportable_buffer_does_not_condemn_its_layout() {
         true,
         &["--mode", "640x480", "--path", "composite"],
     );
-    let buffers = two_buffers_the_first_shown(&mut s, "the good picture");
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "the good picture");
     let bad = Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap();
     let whole = (0, 0, 640, 480);
     s.listener
@@ -941,7 +922,7 @@ fn display_holds_no_guest_buffer_once_qemu_is_gone() {
     );
     let pid = s.sink.pid();
     let own = dmabuf_fds(pid);
-    let buffers = two_buffers_the_first_shown(&mut s, "the composed frame");
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "the composed frame");
     assert!(
         dmabuf_fds(pid) > own,
         "the guest's buffer is not held while shown"

@@ -20,7 +20,10 @@ use sink::output::kms::{find_node, NodeKind};
 use tests::attached::Attached;
 use tests::fake_qemu::{Answer, BufferDesc, FakeQemu};
 use tests::fence::HeldFence;
-use tests::lab::{require_lab, ForcedConnector, MasterThief, Observer};
+use tests::lab::{
+    require_lab, set_soft_limit, two_buffers_the_first_shown, ForcedConnector, MasterThief,
+    Observer,
+};
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::*;
@@ -48,26 +51,6 @@ fn setup(tag: &str, extra: &[&str]) -> Attached {
 fn read_report(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
-}
-
-/// Two 640x480 buffers (patterns 0 and 1), the first sent and shown.
-fn two_buffers_the_first_shown(s: &mut Attached) -> [Udmabuf; 2] {
-    let mut buffers = [
-        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
-        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888).unwrap(),
-    ];
-    buffers[1].fill(1).unwrap();
-    s.listener
-        .scanout_dmabuf(buffers[0].fd(), BufferDesc::xrgb(640, 480), false)
-        .unwrap();
-    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
-    wait_for_picture(
-        "the first picture",
-        &s.out,
-        &opaque(&buffers[0].expected(0)),
-        Duration::from_secs(30),
-    );
-    buffers
 }
 
 /// Every sample of the report: each frame once (ids unique, as many as
@@ -104,7 +87,7 @@ fn assert_no_panic(log: &str) {
 fn fault_slow_producer_gpu_answered_by_the_deadline() {
     require_lab();
     let mut s = setup("fault-deadline", &[]);
-    let buffers = two_buffers_the_first_shown(&mut s);
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "the first picture");
     let mut fence = HeldFence::new(&vgem()).unwrap();
     fence.attach_to(buffers[1].fd()).unwrap();
 
@@ -183,7 +166,7 @@ fn fault_drm_master_lost_mid_flip() {
     require_lab();
     let card = vkms();
     let mut s = setup("fault-master-mid-flip", &[]);
-    let buffers = two_buffers_the_first_shown(&mut s);
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "the first picture");
     let mut fence = HeldFence::new(&vgem()).unwrap();
     fence.attach_to(buffers[1].fd()).unwrap();
     s.listener
@@ -260,41 +243,14 @@ fn fault_drm_master_lost_mid_flip() {
     drop(s.dir);
 }
 
-/// The process's open fds and the fd limit set to just that many.
+/// The process's open fds and the fd limit set to just that many (or to
+/// `limit`); returns the open count and the limit it had.
 fn limit_fds(pid: u32, limit: Option<u64>) -> (usize, u64) {
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
-    let soft = limit.unwrap_or(open as u64);
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit writes the current limits to `old`, a live struct.
-    let ret = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut old,
-        )
-    };
-    assert_eq!(ret, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: prlimit reads `new`, a live struct.
-    let ret = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &new,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(ret, 0, "prlimit: {}", std::io::Error::last_os_error());
-    (open, old.rlim_cur)
+    let old = set_soft_limit(pid, libc::RLIMIT_NOFILE, limit.unwrap_or(open as u64));
+    (open, old)
 }
 
 /// The framebuffer the vkms CRTC scans out (0: none).
@@ -326,7 +282,7 @@ fn fault_replug_with_no_fd_left() {
     let console_fb = crtc_fb(&Observer::open(&card));
     let connector = ForcedConnector::of(&card);
     let mut s = setup("fault-replug-emfile", &[]);
-    let buffers = two_buffers_the_first_shown(&mut s);
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "the first picture");
     let pid = s.sink.pid();
 
     let (open, old_limit) = limit_fds(pid, None);
@@ -405,20 +361,7 @@ fn limit_address_space(pid: u32, headroom: Option<u64>) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmSize");
     let limit = headroom.map_or(libc::RLIM_INFINITY, |h| kib * 1024 + h);
-    let new = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: prlimit reads `new`, a live struct.
-    let ret = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_AS,
-            &new,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(ret, 0, "prlimit: {}", std::io::Error::last_os_error());
+    set_soft_limit(pid, libc::RLIMIT_AS, limit);
     kib * 1024
 }
 

@@ -34,6 +34,20 @@ fn send(listener: &mut FakeListener, buffer: &Udmabuf) -> Duration {
     answer.latency()
 }
 
+/// The sink's listeners on consoles 0 and 1. QEMU serves every console's
+/// listener at once (a head's handshake has 5 s): both are accepted side
+/// by side.
+fn accept_both(fake: &FakeQemu, sink: &Sink) -> (FakeListener, FakeListener) {
+    let accept = |id| match fake.accept_listener_on(id, Duration::from_secs(90)) {
+        Ok(listener) => listener,
+        Err(err) => panic!("{err:#}; sink:\n{}", sink.log()),
+    };
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| accept(1));
+        (accept(0), second.join().expect("accepting console 1"))
+    })
+}
+
 fn read_report(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -68,16 +82,7 @@ fn display_heads_two_consoles_on_two_monitors_one_unplugged() {
         "--report",
         report.to_str().unwrap(),
     ]));
-    // QEMU serves every console's listener at once (a head's handshake
-    // has 5 s): accept both side by side.
-    let accept = |id| match fake.accept_listener_on(id, Duration::from_secs(90)) {
-        Ok(listener) => listener,
-        Err(err) => panic!("{err:#}; sink:\n{}", sink.log()),
-    };
-    let (mut first, mut second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| accept(1));
-        (accept(0), second.join().expect("accepting console 1"))
-    });
+    let (mut first, mut second) = accept_both(&fake, &sink);
     let (out0, out1) = (dir.path("screen-0.png"), dir.path("screen-1.png"));
 
     // Each console a picture of its own, each on its own monitor.
@@ -214,14 +219,7 @@ fn display_heads_auto_puts_each_console_on_a_monitor_list_shows() {
         "--capture",
         capture.to_str().unwrap(),
     ]));
-    let accept = |id| match fake.accept_listener_on(id, Duration::from_secs(90)) {
-        Ok(listener) => listener,
-        Err(err) => panic!("{err:#}; sink:\n{}", sink.log()),
-    };
-    let (mut first, mut second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| accept(1));
-        (accept(0), second.join().expect("accepting console 1"))
-    });
+    let (mut first, mut second) = accept_both(&fake, &sink);
     let mut buffers: Vec<Udmabuf> = (0..2)
         .map(|_| Udmabuf::new(SIZE.0, SIZE.1, DrmFourcc::Xrgb8888).unwrap())
         .collect();

@@ -18,7 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::os::unix::fs::MetadataExt;
 
-use tests::lab::{inode, require_lab};
+use tests::lab::{inode, require_lab, set_soft_limit};
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::vdmabuf::{module_counter, module_refcount, Blob, BufId, Producer, CONSUMER_NODE};
@@ -219,34 +219,7 @@ fn vdmabuf_release_failed_import_is_released() {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     let lowest_free = (0..).find(|fd| !open.contains(fd)).unwrap();
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit writes the current limits to `old`, a live struct.
-    let ret = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut old,
-        )
-    };
-    assert_eq!(ret, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let low = libc::rlimit {
-        rlim_cur: lowest_free,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: prlimit reads `low`, a live struct.
-    let ret = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &low,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(ret, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let old = set_soft_limit(pid, libc::RLIMIT_NOFILE, lowest_free);
     let refused = producer.export_blob(buffer.fd(), &blob).unwrap();
     signal(&sink, Signal::SIGCONT);
     assert!(
@@ -255,16 +228,8 @@ fn vdmabuf_release_failed_import_is_released() {
     );
     wait_released_once(&producer, &[refused], Duration::from_secs(10), String::new);
 
-    // SAFETY: as above; the old limits go back.
-    let ret = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &old,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(ret, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // The old limit goes back.
+    set_soft_limit(pid, libc::RLIMIT_NOFILE, old);
     let shown = producer.export_blob(buffer.fd(), &blob).unwrap();
     wait_for_picture("after EMFILE", &out, &opaque(&buffer.expected(3)), TIMEOUT);
     let log = sink.stop();
