@@ -368,8 +368,7 @@ impl Display {
             // The frame that waited for that flip goes first, before the
             // news: a frame arriving now (e.g. the buffer just released,
             // re-exported) must queue behind it, not replace it.
-            let ready = !self.committer.flip_pending() && !self.committer.held_by_kernel();
-            if self.link == Link::Lit && ready {
+            if self.link == Link::Lit && self.committer.ready() {
                 if self.capture.overdue() {
                     self.capture_or_warn();
                 }
@@ -428,7 +427,7 @@ impl Display {
             if self.link != Link::Lit {
                 // Nothing to show it on: answer frames as they come.
                 self.slots.skip_queued();
-            } else if !self.committer.flip_pending() && !self.committer.held_by_kernel() {
+            } else if self.committer.ready() {
                 if self.capture.overdue() {
                     self.capture_or_warn();
                 } else if self.slots.has_queued() {

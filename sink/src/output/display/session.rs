@@ -124,7 +124,7 @@ impl Display {
     /// moved on), for the attachments to tell QEMU (`SetUIInfo`); not with
     /// `--no-resize`, nor while unlit.
     pub(super) fn tell_monitor(&mut self, shared: &Shared) {
-        if self.options.no_resize || self.link != Link::Lit {
+        if self.told || self.options.no_resize || self.link != Link::Lit {
             return;
         }
         let pipe = self.committer.pipe();
@@ -137,9 +137,7 @@ impl Display {
             width_mm,
             height_mm,
         };
-        if !self.told {
-            self.told = true;
-            shared.set_monitor(monitor);
-        }
+        self.told = true;
+        shared.set_monitor(monitor);
     }
 }

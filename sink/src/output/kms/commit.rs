@@ -365,12 +365,15 @@ impl<P> Committer<P> {
         Some(flight.payload)
     }
 
-    /// A flip we gave up on may still be held by the kernel (for
-    /// [`ABANDONED_HOLD`], or until its late event is read): a new commit
-    /// would only get EBUSY, so wait.
-    pub fn held_by_kernel(&self) -> bool {
-        self.abandoned
-            .is_some_and(|at| at.elapsed() < ABANDONED_HOLD)
+    /// Whether a flip may be queued now: none is in flight, and none we
+    /// gave up on may still be held by the kernel (for [`ABANDONED_HOLD`],
+    /// or until its late event is read), where a commit would only get
+    /// EBUSY.
+    pub fn ready(&self) -> bool {
+        self.pending.is_none()
+            && self
+                .abandoned
+                .is_none_or(|at| at.elapsed() >= ABANDONED_HOLD)
     }
 
     /// [`KmsError::FlipPending`] while a flip is in flight.

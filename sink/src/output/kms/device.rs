@@ -180,14 +180,7 @@ pub fn connected_outputs() -> Result<Vec<ConnectedOutput>, KmsError> {
             {
                 continue;
             }
-            let preferred = info
-                .modes()
-                .iter()
-                .find(|m| {
-                    m.mode_type()
-                        .contains(drm::control::ModeTypeFlags::PREFERRED)
-                })
-                .or(info.modes().first())
+            let preferred = super::pipe::pick_mode(info.modes(), None)
                 .map(|m| (u32::from(m.size().0), u32::from(m.size().1)));
             found.push(ConnectedOutput {
                 card: path.clone(),

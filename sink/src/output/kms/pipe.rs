@@ -77,7 +77,7 @@ pub fn describe(mode: &Mode) -> String {
 
 /// Picks a mode: the one `spec` names (preferred first, then the highest
 /// refresh), or without a spec the preferred one (else the first listed).
-fn pick_mode(modes: &[Mode], spec: Option<&ModeSpec>) -> Option<Mode> {
+pub(super) fn pick_mode(modes: &[Mode], spec: Option<&ModeSpec>) -> Option<Mode> {
     let preferred = |m: &Mode| m.mode_type().contains(ModeTypeFlags::PREFERRED);
     match spec {
         Some(spec) => modes
