@@ -14,9 +14,12 @@
 # test fails when fds or threads end anywhere but at the warmed-up baseline,
 # or RSS grew more than 5 % from it. Exit status: scripts/lab/test.sh's.
 #
-# Time: the lab is TCG-emulated; at the rates seen there (2D Update about
-# 22 frames/s, Unix.Map 45/s, DMA-BUF 50/s, one restart about 5 s) the
-# default counts take about 2.5 hours. LAB_TIMEOUT defaults to 6 hours.
+# Each flood has a sink of its own (one test each), and scripts/lab/test.sh
+# runs the four tests in its two lanes. Time: the lab is TCG-emulated; at
+# the rates seen there (2D Update about 22 frames/s, Unix.Map 45/s, DMA-BUF
+# 50/s, one restart about 5 s) the default counts take about 2.5 hours of
+# lab time, about 80 minutes in two lanes (the 2D flood alone in one).
+# LAB_TIMEOUT (per lane) defaults to 6 hours.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 proj=$(cd "$here/.." && pwd)
