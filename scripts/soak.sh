@@ -47,7 +47,8 @@ printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------------------ -------------- ------
     ---------- --------- -------------------------------- --------- ---------
 # soak-figure: scenario=S frames|cycles=N seconds=T rate=R/s baseline_after=B
 #   fds=a/b/c threads=a/b/c rss_kib=a/b/c growth=G% peak_kib=P rss_checked=yes|no
-grep -a '^soak-figure:' "$log" | while read -r _ fields; do
+# (lines from a lane come prefixed with its number: "[2] soak-figure: …")
+sed -n 's/^\(\[[0-9]*\] \)\{0,1\}soak-figure: //p' "$log" | while read -r fields; do
     declare -A f=()
     for kv in $fields; do f[${kv%%=*}]=${kv#*=}; done
     count=${f[frames]:-${f[cycles]:-?}}
