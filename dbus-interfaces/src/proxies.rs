@@ -118,14 +118,22 @@ pub mod button {
     pub const WHEEL_RIGHT: u32 = 8;
 }
 
+/// `MultiTouch.SendEvent`'s kinds (QEMU's `InputMultiTouchType`).
+pub mod touch {
+    pub const BEGIN: u32 = 0;
+    pub const UPDATE: u32 = 1;
+    pub const END: u32 = 2;
+    pub const CANCEL: u32 = 3;
+}
+
 #[proxy(
     interface = "org.qemu.Display1.MultiTouch",
     default_service = "org.qemu",
     default_path = "/org/qemu/Display1/Console_0"
 )]
 pub trait MultiTouch {
-    /// `kind`: Begin 0, Update 1, End 2, Cancel 3; `x`, `y` in the
-    /// console's pixels.
+    /// `kind`: one of [`touch`]; `num_slot` below `MaxSlots` (QEMU
+    /// refuses others); `x`, `y` in the console's pixels.
     #[zbus(no_reply)]
     fn send_event(&self, kind: u32, num_slot: u64, x: f64, y: f64) -> zbus::Result<()>;
     #[zbus(property)]

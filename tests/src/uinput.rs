@@ -20,6 +20,12 @@ pub const REL_HWHEEL: u16 = 6;
 pub const REL_WHEEL: u16 = 8;
 pub const ABS_X: u16 = 0;
 pub const ABS_Y: u16 = 1;
+pub const ABS_MT_SLOT: u16 = 0x2f;
+pub const ABS_MT_POSITION_X: u16 = 0x35;
+pub const ABS_MT_POSITION_Y: u16 = 0x36;
+pub const ABS_MT_TRACKING_ID: u16 = 0x39;
+/// A touchscreen's property: positions are on the screen.
+pub const INPUT_PROP_DIRECT: u16 = 1;
 pub const BTN_LEFT: u16 = 0x110;
 pub const BTN_RIGHT: u16 = 0x111;
 pub const BTN_MIDDLE: u16 = 0x112;
@@ -59,6 +65,7 @@ mod ioctl {
     nix::ioctl_write_int!(set_keybit, b'U', 101);
     nix::ioctl_write_int!(set_relbit, b'U', 102);
     nix::ioctl_write_int!(set_absbit, b'U', 103);
+    nix::ioctl_write_int!(set_propbit, b'U', 110);
 }
 
 /// What the virtual device can send.
@@ -69,6 +76,8 @@ pub struct Spec {
     pub rel: Vec<u16>,
     /// Axes with their range (min, max).
     pub abs: Vec<(u16, i32, i32)>,
+    /// `INPUT_PROP_*` bits.
+    pub props: Vec<u16>,
 }
 
 impl Spec {
@@ -88,6 +97,27 @@ impl Spec {
             name: name.into(),
             keys: vec![BTN_LEFT, BTN_RIGHT, BTN_MIDDLE, BTN_SIDE, BTN_EXTRA],
             rel: vec![REL_X, REL_Y, REL_WHEEL, REL_HWHEEL],
+            ..Spec::default()
+        }
+    }
+
+    /// A touchscreen of `slots` fingers over `size` units (one per monitor
+    /// pixel when it is the monitor's size), with the single-touch axes
+    /// that touchscreen drivers also report for their first finger.
+    pub fn touchscreen(name: &str, size: (u32, u32), slots: i32) -> Spec {
+        let (w, h) = (size.0 as i32 - 1, size.1 as i32 - 1);
+        Spec {
+            name: name.into(),
+            keys: vec![BTN_TOUCH],
+            abs: vec![
+                (ABS_X, 0, w),
+                (ABS_Y, 0, h),
+                (ABS_MT_SLOT, 0, slots - 1),
+                (ABS_MT_POSITION_X, 0, w),
+                (ABS_MT_POSITION_Y, 0, h),
+                (ABS_MT_TRACKING_ID, 0, 65535),
+            ],
+            props: vec![INPUT_PROP_DIRECT],
             ..Spec::default()
         }
     }
@@ -149,6 +179,9 @@ impl VirtualDevice {
                     };
                     ioctl::abs_setup(fd, &abs)?;
                 }
+            }
+            for &p in &spec.props {
+                ioctl::set_propbit(fd, bit(p))?;
             }
             ioctl::dev_setup(fd, &setup)?;
             ioctl::dev_create(fd)?;

@@ -3,8 +3,9 @@
 //! fake QEMU: every key of a 105-key layout as its qnum, in order; the
 //! pointer through the letterbox onto the right guest pixel while the
 //! guest's mouse is absolute, as motion while it is relative; buttons and
-//! wheels; a device plugged in after the start; the grab and Ctrl+Alt+G;
-//! nothing at all with `--no-input`.
+//! wheels; a touchscreen's fingers as `MultiTouch` events; a device plugged
+//! in after the start; the grab and Ctrl+Alt+G; nothing at all with
+//! `--no-input`.
 //!
 //! Starts: dbus-daemon, the fake QEMU, the qemu-sink binary (`display` on
 //! vkms), uinput devices. Every test needs the lab
@@ -376,6 +377,113 @@ fn input_relative_motion_buttons_and_wheels() {
     // The guest switches to a tablet: the pointer is placed, not moved.
     s.fake.set_absolute(true).unwrap();
     assert_eq!(into_the_corner(&s, &mut mouse), AbsPosition(0, 0));
+    s.sink.stop();
+}
+
+/// The touch calls and the others among `calls`.
+fn split_touches(calls: Vec<InputCall>) -> (Vec<InputCall>, Vec<InputCall>) {
+    calls.into_iter().partition(|c| matches!(c, Touch { .. }))
+}
+
+fn touch(kind: u32, slot: u64, x: f64, y: f64) -> InputCall {
+    Touch { kind, slot, x, y }
+}
+
+/// A touchscreen over the monitor: two fingers reach the guest's touch
+/// device (`MultiTouch.SendEvent`), each on the guest pixel under it
+/// through the pillarbox, put down, moved and lifted in order; the first
+/// finger also works the pointer (a guest without a touch device).
+#[test]
+#[ignore = "needs the lab"]
+fn input_two_fingers_reach_the_guests_touch_device_on_the_pixels_under_them() {
+    use dbus_interfaces::proxies::touch::{BEGIN, END, UPDATE};
+    require_lab();
+    let spec = Spec::touchscreen("qemu-sink test touchscreen", MODE, 10);
+    let mut screen = VirtualDevice::create(&spec).unwrap();
+    let node = screen.node.to_str().unwrap().to_owned();
+    let s = display("input-touch", &["--input-device", &node]);
+    s.fake.set_absolute(true).unwrap();
+    wait_log(&s, "input: sending to console 0");
+    let (top_left, bottom_right) = (on_monitor(0, 0), on_monitor(639, 479));
+    let centre = on_monitor(320, 240);
+    let finger = |slot: i32, id: i32, at: Option<(i64, i64)>| {
+        let mut events = vec![
+            (EV_ABS, ABS_MT_SLOT, slot),
+            (EV_ABS, ABS_MT_TRACKING_ID, id),
+        ];
+        if let Some((x, y)) = at {
+            events.extend([
+                (EV_ABS, ABS_MT_POSITION_X, x as i32),
+                (EV_ABS, ABS_MT_POSITION_Y, y as i32),
+            ]);
+        }
+        events
+    };
+    // Finger 0 on the picture's top-left pixel, until the display has
+    // placed the picture (no touch is sent before: no guest pixel is under
+    // it yet).
+    let mut first = Vec::new();
+    for attempt in 0..30 {
+        let mut down = finger(0, attempt, Some(top_left));
+        down.extend([
+            (EV_KEY, BTN_TOUCH, 1),
+            (EV_ABS, ABS_X, top_left.0 as i32),
+            (EV_ABS, ABS_Y, top_left.1 as i32),
+        ]);
+        screen.frame(&down).unwrap();
+        first = s.fake.inputs_until_quiet(Duration::from_secs(1));
+        if first.iter().any(|c| matches!(c, Touch { .. })) {
+            break;
+        }
+        // Lifted, and the single-touch axes elsewhere: the kernel passes
+        // on only the axes that change.
+        screen
+            .frame(&[
+                (EV_ABS, ABS_MT_TRACKING_ID, -1),
+                (EV_KEY, BTN_TOUCH, 0),
+                (EV_ABS, ABS_X, 0),
+                (EV_ABS, ABS_Y, 0),
+            ])
+            .unwrap();
+        s.fake.inputs_until_quiet(Duration::from_secs(1));
+    }
+    assert_eq!(
+        first,
+        [AbsPosition(0, 0), ButtonPress(0), touch(BEGIN, 0, 0.0, 0.0)],
+        "finger 0 down; sink:\n{}",
+        s.sink.log()
+    );
+    // Finger 1 on the bottom-right pixel: a touch only.
+    screen.frame(&finger(1, 100, Some(bottom_right))).unwrap();
+    assert_eq!(next(&s, "finger 1 down"), touch(BEGIN, 1, 639.0, 479.0));
+    // Finger 0 to the centre: the pointer follows it.
+    screen
+        .frame(&[
+            (EV_ABS, ABS_MT_SLOT, 0),
+            (EV_ABS, ABS_MT_POSITION_X, centre.0 as i32),
+            (EV_ABS, ABS_MT_POSITION_Y, centre.1 as i32),
+            (EV_ABS, ABS_X, centre.0 as i32),
+            (EV_ABS, ABS_Y, centre.1 as i32),
+        ])
+        .unwrap();
+    let moved: Vec<InputCall> = (0..2).map(|_| next(&s, "finger 0 moved")).collect();
+    assert_eq!(
+        moved,
+        [AbsPosition(320, 240), touch(UPDATE, 0, 320.0, 240.0)]
+    );
+    // Both lifted in one frame.
+    let mut up = finger(0, -1, None);
+    up.extend(finger(1, -1, None));
+    up.push((EV_KEY, BTN_TOUCH, 0));
+    screen.frame(&up).unwrap();
+    let lifted: Vec<InputCall> = (0..3).map(|_| next(&s, "fingers lifted")).collect();
+    let (touches, pointer) = split_touches(lifted);
+    assert_eq!(pointer, [ButtonRelease(0)]);
+    assert_eq!(
+        touches,
+        [touch(END, 0, 320.0, 240.0), touch(END, 1, 639.0, 479.0)]
+    );
+    assert_quiet(&s, "after the lift");
     s.sink.stop();
 }
 

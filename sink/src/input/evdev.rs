@@ -118,6 +118,39 @@ fn bit(bits: &[u8], n: usize) -> bool {
 }
 
 impl Capabilities {
+    /// A touchscreen with `slots` fingers over `0..=max.0` x `0..=max.1`,
+    /// with the kernel's single-touch emulation (ABS_X/Y, BTN_TOUCH).
+    #[cfg(test)]
+    pub fn touchscreen(max: (i32, i32), slots: i32) -> Capabilities {
+        let axis = |maximum| AbsInfo {
+            maximum,
+            ..AbsInfo::default()
+        };
+        let mut keys = vec![0u8; usize::from(BTN_TOUCH) / 8 + 1];
+        keys[usize::from(BTN_TOUCH) / 8] |= 1 << (BTN_TOUCH % 8);
+        Capabilities {
+            name: "touchscreen".into(),
+            keys,
+            abs: [
+                ABS_X,
+                ABS_Y,
+                ABS_MT_SLOT,
+                ABS_MT_POSITION_X,
+                ABS_MT_POSITION_Y,
+                ABS_MT_TRACKING_ID,
+            ]
+            .iter()
+            .fold(0, |bits, &a| bits | 1 << a),
+            props: 1 << INPUT_PROP_DIRECT,
+            abs_x: axis(max.0),
+            abs_y: axis(max.1),
+            mt_x: axis(max.0),
+            mt_y: axis(max.1),
+            mt_slots: axis(slots - 1),
+            ..Capabilities::default()
+        }
+    }
+
     pub fn has_key(&self, code: u16) -> bool {
         bit(&self.keys, usize::from(code))
     }

@@ -2,7 +2,9 @@
 //! `Mouse` on the attachment's control connection), behind a trait so the
 //! translation from evdev is tested without a QEMU.
 
-use dbus_interfaces::proxies::{console_path, KeyboardProxyBlocking, MouseProxyBlocking};
+use dbus_interfaces::proxies::{
+    console_path, KeyboardProxyBlocking, MouseProxyBlocking, MultiTouchProxyBlocking,
+};
 use zbus::proxy::CacheProperties;
 
 /// The guest's input devices as QEMU's console offers them.
@@ -17,6 +19,12 @@ pub trait Guest {
     /// Whether the guest's pointer takes positions (a tablet) rather than
     /// motion (a mouse): QEMU's `Mouse.IsAbsolute`, followed as it changes.
     fn is_absolute(&mut self) -> bool;
+    /// A finger: `kind` one of `proxies::touch`, `slot` below
+    /// [`Guest::touch_slots`], at a position in the console's pixels.
+    fn touch(&mut self, kind: u32, slot: u64, x: f64, y: f64);
+    /// How many fingers the console takes (`MultiTouch.MaxSlots`; 0 when
+    /// it has no `MultiTouch`, before QEMU 8.1).
+    fn touch_slots(&mut self) -> usize;
 }
 
 /// No QEMU attached: input goes nowhere.
@@ -29,6 +37,10 @@ impl Guest for Nobody {
     fn rel(&mut self, _: i32, _: i32) {}
     fn is_absolute(&mut self) -> bool {
         false
+    }
+    fn touch(&mut self, _: u32, _: u64, _: f64, _: f64) {}
+    fn touch_slots(&mut self) -> usize {
+        0
     }
 }
 
@@ -48,12 +60,16 @@ pub struct Target {
 pub struct Dbus {
     keyboard: KeyboardProxyBlocking<'static>,
     mouse: MouseProxyBlocking<'static>,
+    multi_touch: MultiTouchProxyBlocking<'static>,
+    /// `MaxSlots`, read once (0: no `MultiTouch` on this console).
+    touch_slots: usize,
     failed: bool,
 }
 
 impl Dbus {
     /// Proxies for `target`'s console; reads `IsAbsolute` once and then
-    /// follows its changes (a property cache fed by QEMU's signals).
+    /// follows its changes (a property cache fed by QEMU's signals), and
+    /// `MaxSlots` once (it never changes).
     pub fn new(target: &Target) -> zbus::Result<Dbus> {
         let path = console_path(target.console);
         let keyboard = KeyboardProxyBlocking::builder(&target.connection)
@@ -61,17 +77,31 @@ impl Dbus {
             .path(path.clone())?;
         let mouse = MouseProxyBlocking::builder(&target.connection)
             .cache_properties(CacheProperties::Yes)
+            .path(path.clone())?;
+        let multi_touch = MultiTouchProxyBlocking::builder(&target.connection)
+            .cache_properties(CacheProperties::No)
             .path(path)?;
-        let (keyboard, mouse) = match &target.destination {
+        let (keyboard, mouse, multi_touch) = match &target.destination {
             Some(peer) => (
                 keyboard.destination(peer.clone())?,
                 mouse.destination(peer.clone())?,
+                multi_touch.destination(peer.clone())?,
             ),
-            None => (keyboard, mouse),
+            None => (keyboard, mouse, multi_touch),
+        };
+        let multi_touch = multi_touch.build()?;
+        let touch_slots = match multi_touch.max_slots() {
+            Ok(n) => usize::try_from(n).unwrap_or(0),
+            Err(err) => {
+                tracing::info!("input: console {} takes no touch ({err}): a touchscreen only moves the pointer", target.console);
+                0
+            }
         };
         Ok(Dbus {
             keyboard: keyboard.build()?,
             mouse: mouse.build()?,
+            multi_touch,
+            touch_slots,
             failed: false,
         })
     }
@@ -122,5 +152,14 @@ impl Guest for Dbus {
             Ok(Some(absolute)) => absolute,
             _ => false,
         }
+    }
+
+    fn touch(&mut self, kind: u32, slot: u64, x: f64, y: f64) {
+        let result = self.multi_touch.send_event(kind, slot, x, y);
+        self.sent("a touch", result);
+    }
+
+    fn touch_slots(&mut self) -> usize {
+        self.touch_slots
     }
 }

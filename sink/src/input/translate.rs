@@ -2,7 +2,7 @@
 //! events are taken a frame at a time (up to `SYN_REPORT`), motion first,
 //! then keys and buttons in their order, then the wheel.
 
-use dbus_interfaces::proxies::button;
+use dbus_interfaces::proxies::{button, touch};
 
 use super::evdev::{self, AbsKind, Capabilities, Event};
 use super::guest::Guest;
@@ -22,6 +22,22 @@ pub const KEY_GRAB: u16 = 34; // KEY_G
 const TOUCHPAD_PX_PER_MM: i64 = 8;
 /// Most wheel clicks sent for one frame (a runaway value stays bounded).
 const MAX_WHEEL_CLICKS: i32 = 16;
+/// Touch contacts followed per touchscreen (evdev's slots beyond are not
+/// forwarded; QEMU takes 10).
+const TOUCH_SLOTS: usize = 16;
+
+/// One finger of a touchscreen (an evdev multi-touch slot).
+#[derive(Debug, Clone, Copy, Default)]
+struct Contact {
+    /// On the screen, as the device last said (it has a tracking id).
+    down: bool,
+    /// Begun in the guest: a Begin was sent and no End yet.
+    in_guest: bool,
+    /// Where, in the device's units.
+    at: (i32, i32),
+    /// Moved in the frame being read.
+    moved: bool,
+}
 
 /// A set of keycodes (the kernel's `KEY_CNT`).
 #[derive(Clone)]
@@ -84,6 +100,11 @@ pub struct Device {
     /// A finger on the touchpad (BTN_TOUCH) and where it was last.
     touching: bool,
     touch_last: Option<(i32, i32)>,
+    /// A touchscreen's fingers, the slot its events are about, its ranges.
+    contacts: [Contact; TOUCH_SLOTS],
+    slot: usize,
+    caps_mt_x: evdev::AbsInfo,
+    caps_mt_y: evdev::AbsInfo,
 }
 
 impl Device {
@@ -98,6 +119,10 @@ impl Device {
             abs_at: (caps.abs_x.value, caps.abs_y.value),
             touching: false,
             touch_last: None,
+            contacts: [Contact::default(); TOUCH_SLOTS],
+            slot: usize::try_from(caps.mt_slots.value).unwrap_or(0),
+            caps_mt_x: caps.mt_x,
+            caps_mt_y: caps.mt_y,
         }
     }
 }
@@ -194,6 +219,26 @@ impl Forwarder {
                 (evdev::EV_KEY, evdev::BTN_TOUCH) if device.abs == Some(AbsKind::Touchpad) => {
                     device.touching = e.value != 0;
                 }
+                (evdev::EV_ABS, evdev::ABS_MT_SLOT) => {
+                    // A slot out of range makes the events up to the next
+                    // slot change land nowhere.
+                    device.slot = usize::try_from(e.value).unwrap_or(usize::MAX);
+                }
+                (evdev::EV_ABS, evdev::ABS_MT_TRACKING_ID) => {
+                    if let Some(c) = device.contacts.get_mut(device.slot) {
+                        c.down = e.value >= 0;
+                    }
+                }
+                (evdev::EV_ABS, code @ (evdev::ABS_MT_POSITION_X | evdev::ABS_MT_POSITION_Y)) => {
+                    if let Some(c) = device.contacts.get_mut(device.slot) {
+                        if code == evdev::ABS_MT_POSITION_X {
+                            c.at.0 = e.value;
+                        } else {
+                            c.at.1 = e.value;
+                        }
+                        c.moved = true;
+                    }
+                }
                 _ => {}
             }
         }
@@ -264,6 +309,9 @@ impl Forwarder {
                 action = Action::ToggleGrab;
             }
         }
+        if device.abs == Some(AbsKind::Touchscreen) {
+            self.touches(device, guest, placement);
+        }
         // The wheel: one press and release per click.
         if forwarding {
             let clicks = |n: i32, up: u32, down: u32| {
@@ -284,6 +332,51 @@ impl Forwarder {
             }
         }
         action
+    }
+
+    /// A touchscreen's fingers that went down, moved or lifted in this
+    /// frame, to the guest's touch device (`MultiTouch`), each on the guest
+    /// pixel under it (through the letterbox, like the pointer). Its first
+    /// finger also works the pointer (`ABS_X`/`BTN_TOUCH`, above), so that
+    /// a guest with no touch device can be used by touch too.
+    fn touches(
+        &mut self,
+        device: &mut Device,
+        guest: &mut dyn Guest,
+        placement: Option<Placement>,
+    ) {
+        let slots = guest.touch_slots().min(TOUCH_SLOTS);
+        let (caps_x, caps_y) = (device.caps_mt_x, device.caps_mt_y);
+        for (slot, c) in device.contacts.iter_mut().enumerate() {
+            let moved = std::mem::take(&mut c.moved);
+            if slot >= slots || !self.forwarding {
+                continue;
+            }
+            let kind = match (c.in_guest, c.down) {
+                (false, true) => touch::BEGIN,
+                (true, false) => touch::END,
+                (true, true) if moved => touch::UPDATE,
+                _ => continue,
+            };
+            let Some(p) = placement else {
+                // Nothing shown yet: there is no guest pixel under it.
+                continue;
+            };
+            let mx = scale_axis(c.at.0, caps_x.minimum, caps_x.maximum, p.mode.0);
+            let my = scale_axis(c.at.1, caps_y.minimum, caps_y.maximum, p.mode.1);
+            let (x, y) = monitor_to_guest(&p, mx, my);
+            guest.touch(kind, slot as u64, f64::from(x), f64::from(y));
+            c.in_guest = kind != touch::END;
+        }
+    }
+
+    /// Lifts in the guest every finger of `device` it holds down there.
+    fn lift_all(device: &mut Device, guest: &mut dyn Guest) {
+        for (slot, c) in device.contacts.iter_mut().enumerate() {
+            if std::mem::take(&mut c.in_guest) {
+                guest.touch(touch::END, slot as u64, 0.0, 0.0);
+            }
+        }
     }
 
     fn send_position(&self, guest: &mut dyn Guest, placement: Option<Placement>, at: (i64, i64)) {
@@ -361,6 +454,7 @@ impl Forwarder {
         device.held.clear();
         device.touching = false;
         device.touch_last = None;
+        Self::lift_all(device, guest);
     }
 
     /// After lost events: whatever the guest holds from `device` that the
@@ -376,6 +470,13 @@ impl Forwarder {
             }
             _ => evdev::is_down(down, c),
         };
+        // Which fingers are down was lost with the events: every finger the
+        // guest holds is lifted there; one still down comes back when it is
+        // next put down.
+        Self::lift_all(device, guest);
+        for c in &mut device.contacts {
+            *c = Contact::default();
+        }
         let held = device.held.clone();
         for code in held.iter().filter(|&c| !still_down(c)) {
             device.held.set(code, false);
@@ -411,12 +512,14 @@ mod tests {
         Button(u32, bool),
         Abs(u32, u32),
         Rel(i32, i32),
+        Touch(u32, u64, f64, f64),
     }
 
     #[derive(Default)]
     struct Recorder {
         calls: Vec<Call>,
         absolute: bool,
+        touch_slots: usize,
     }
 
     impl Guest for Recorder {
@@ -434,6 +537,12 @@ mod tests {
         }
         fn is_absolute(&mut self) -> bool {
             self.absolute
+        }
+        fn touch(&mut self, kind: u32, slot: u64, x: f64, y: f64) {
+            self.calls.push(Call::Touch(kind, slot, x, y));
+        }
+        fn touch_slots(&mut self) -> usize {
+            self.touch_slots
         }
     }
 
@@ -647,5 +756,167 @@ mod tests {
             &[(k, 30, 1), SYN, (r, evdev::REL_X, 3), SYN, (k, 30, 0), SYN],
         );
         assert!(g.calls.is_empty(), "{:?}", g.calls);
+    }
+
+    /// A touchscreen over the whole 1280x720 monitor, in its own pixels.
+    fn touchscreen() -> Device {
+        Device::new(&Capabilities::touchscreen((1279, 719), 10))
+    }
+
+    fn touches(g: &Recorder) -> Vec<Call> {
+        g.calls
+            .iter()
+            .filter(|c| matches!(c, Call::Touch(..)))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn two_fingers_begin_move_and_end_on_the_guest_pixels_under_them() {
+        let mut f = Forwarder::default();
+        let mut d = touchscreen();
+        let mut g = Recorder {
+            absolute: true,
+            touch_slots: 10,
+            ..Recorder::default()
+        };
+        let (a, k) = (evdev::EV_ABS, evdev::EV_KEY);
+        use evdev::ABS_MT_TRACKING_ID as ID;
+        use evdev::{ABS_MT_POSITION_X as MX, ABS_MT_POSITION_Y as MY, ABS_MT_SLOT as SLOT};
+        feed(
+            &mut f,
+            &mut d,
+            &mut g,
+            &[
+                // Finger 0 on the picture's top-left pixel (monitor 160, 0).
+                (a, SLOT, 0),
+                (a, ID, 7),
+                (a, MX, 160),
+                (a, MY, 0),
+                (k, evdev::BTN_TOUCH, 1),
+                (a, evdev::ABS_X, 160),
+                (a, evdev::ABS_Y, 0),
+                SYN,
+                // Finger 1 on the bottom-right one (monitor 1119, 719).
+                (a, SLOT, 1),
+                (a, ID, 8),
+                (a, MX, 1119),
+                (a, MY, 719),
+                SYN,
+                // Finger 0 to the centre (monitor 640, 360: guest 320, 240).
+                (a, SLOT, 0),
+                (a, MX, 640),
+                (a, MY, 360),
+                (a, evdev::ABS_X, 640),
+                (a, evdev::ABS_Y, 360),
+                SYN,
+                // Finger 1 lifted; then finger 0 in the left bar, lifted.
+                (a, SLOT, 1),
+                (a, ID, -1),
+                SYN,
+                (a, SLOT, 0),
+                (a, MX, 3),
+                SYN,
+                (a, ID, -1),
+                (k, evdev::BTN_TOUCH, 0),
+                SYN,
+            ],
+        );
+        assert_eq!(
+            touches(&g),
+            [
+                Call::Touch(touch::BEGIN, 0, 0.0, 0.0),
+                Call::Touch(touch::BEGIN, 1, 639.0, 479.0),
+                Call::Touch(touch::UPDATE, 0, 320.0, 240.0),
+                Call::Touch(touch::END, 1, 639.0, 479.0),
+                Call::Touch(touch::UPDATE, 0, 0.0, 240.0),
+                Call::Touch(touch::END, 0, 0.0, 240.0),
+            ]
+        );
+        // The first finger also works the pointer: pressed, moved, released.
+        let pointer: Vec<Call> = g
+            .calls
+            .iter()
+            .filter(|c| !matches!(c, Call::Touch(..)))
+            .cloned()
+            .collect();
+        assert_eq!(
+            pointer,
+            [
+                Call::Abs(0, 0),
+                Call::Button(button::LEFT, true),
+                Call::Abs(320, 240),
+                Call::Button(button::LEFT, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn fingers_beyond_the_consoles_slots_or_without_multitouch_are_not_sent() {
+        let (a, mut f, mut d) = (evdev::EV_ABS, Forwarder::default(), touchscreen());
+        let mut g = Recorder {
+            touch_slots: 2,
+            ..Recorder::default()
+        };
+        let finger = |slot| {
+            [
+                (a, evdev::ABS_MT_SLOT, slot),
+                (a, evdev::ABS_MT_TRACKING_ID, slot),
+                SYN,
+            ]
+        };
+        for slot in 0..4 {
+            feed(&mut f, &mut d, &mut g, &finger(slot));
+        }
+        let slots: Vec<u64> = touches(&g)
+            .iter()
+            .map(|c| match c {
+                Call::Touch(_, slot, ..) => *slot,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(slots, [0, 1]);
+
+        let (mut f, mut d, mut g) = (Forwarder::default(), touchscreen(), Recorder::default());
+        feed(&mut f, &mut d, &mut g, &finger(0));
+        assert_eq!(touches(&g), []);
+    }
+
+    #[test]
+    fn lost_events_lift_every_finger_the_guest_holds() {
+        let (a, mut f, mut d) = (evdev::EV_ABS, Forwarder::default(), touchscreen());
+        let mut g = Recorder {
+            touch_slots: 10,
+            ..Recorder::default()
+        };
+        feed(
+            &mut f,
+            &mut d,
+            &mut g,
+            &[
+                (a, evdev::ABS_MT_SLOT, 0),
+                (a, evdev::ABS_MT_TRACKING_ID, 1),
+                SYN,
+                (a, evdev::ABS_MT_SLOT, 3),
+                (a, evdev::ABS_MT_TRACKING_ID, 2),
+                SYN,
+            ],
+        );
+        let actions = feed(
+            &mut f,
+            &mut d,
+            &mut g,
+            &[(evdev::EV_SYN, evdev::SYN_DROPPED, 0), SYN],
+        );
+        assert_eq!(actions, [Action::Resync]);
+        f.resync(&mut d, &[0u8; evdev::KEY_CNT / 8], &mut g);
+        let ends: Vec<Call> = touches(&g).into_iter().skip(2).collect();
+        assert_eq!(
+            ends,
+            [
+                Call::Touch(touch::END, 0, 0.0, 0.0),
+                Call::Touch(touch::END, 3, 0.0, 0.0)
+            ]
+        );
     }
 }
