@@ -9,6 +9,7 @@ pub mod latency;
 pub mod output;
 pub mod qmp;
 pub mod report;
+pub mod seat;
 pub mod signals;
 pub mod source;
 pub mod state;

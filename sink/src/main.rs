@@ -14,8 +14,10 @@ use sink::input::{InputOptions, InputThread};
 use sink::output::display::{DisplayOptions, OutputThread, PathChoice};
 use sink::output::gl_capture::GlCapture;
 use sink::output::headless::{run_capture_with, CaptureOptions, CaptureSummary, Stopped};
+use sink::output::kms::CardAccess;
 use sink::output::kms::ModeSpec;
 use sink::report::Report;
+use sink::seat::{Seat, SeatChoice};
 use sink::signals::StopTargets;
 use sink::source::dbus::DbusSource;
 use sink::source::vdmabuf::VdmabufSource;
@@ -244,6 +246,13 @@ struct DisplayArgs {
     /// touchscreen, also those plugged in later.
     #[arg(long, value_name = "PATH", conflicts_with = "no_input")]
     input_device: Vec<PathBuf>,
+    /// Open the card and the input devices through the seat (libseat:
+    /// seatd or a logind session), so that an ordinary user can run the
+    /// display and VT switches hand the devices over: `auto` (a seat when
+    /// seatd's socket is there or in a logind session, else the devices
+    /// opened directly), `none`, or a seat's name (that seat, or fail).
+    #[arg(long, value_name = "auto|none|NAME", default_value = "auto")]
+    seat: SeatChoice,
     #[command(flatten)]
     latency: LatencyArgs,
 }
@@ -446,6 +455,7 @@ fn run_head(
     shared: Arc<Shared>,
     several: bool,
     with_input: bool,
+    access: &CardAccess,
 ) -> anyhow::Result<()> {
     let in_file = |path: &Option<PathBuf>| {
         path.as_ref().map(|p| {
@@ -468,6 +478,7 @@ fn run_head(
         latency_interval: args.latency.interval(false)?,
         no_cursor_plane: args.no_cursor_plane,
         no_resize: args.no_resize,
+        access: access.clone(),
     };
     let attach = AttachArgs {
         console: head.console,
@@ -481,6 +492,10 @@ fn run_head(
         (Source::Dbus, false) => Some(InputThread::start(
             InputOptions {
                 devices: args.input_device.clone(),
+                seat: match access {
+                    CardAccess::Seat(seat) => Some(seat.clone()),
+                    CardAccess::Direct => None,
+                },
             },
             shared.clone(),
         )?),
@@ -604,6 +619,7 @@ fn run_heads(
     args: &DisplayArgs,
     shared: &Arc<Shared>,
     targets: &StopTargets,
+    access: &CardAccess,
 ) -> anyhow::Result<()> {
     if !matches!(args.source, Source::Dbus) {
         bail!("several heads need --source dbus (a vdmabuf node has one stream)");
@@ -642,7 +658,10 @@ fn run_heads(
                     // Every line of this head (and of its output thread)
                     // says which head it is.
                     let _head = tracing::info_span!("head", console = head.console).entered();
-                    let _ = done.send((head.console, run_head(head, args, shared, true, i == 0)));
+                    let _ = done.send((
+                        head.console,
+                        run_head(head, args, shared, true, i == 0, access),
+                    ));
                 })
                 .expect("spawning a thread");
         }
@@ -732,9 +751,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 args.heads.clone()
             };
+            let access = match open_seat(&args.seat)? {
+                Some(seat) => CardAccess::Seat(seat),
+                None => CardAccess::Direct,
+            };
             match heads.as_slice() {
-                [head] => run_head(head, &args, shared, false, true),
-                _ => run_heads(&heads, &args, &shared, &targets),
+                [head] => run_head(head, &args, shared, false, true, &access),
+                _ => run_heads(&heads, &args, &shared, &targets, &access),
             }
         }
         Command::Demo {
@@ -766,8 +789,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The seat `--seat` asks for, if any.
+fn open_seat(choice: &SeatChoice) -> anyhow::Result<Option<Seat>> {
+    match choice {
+        SeatChoice::None => Ok(None),
+        SeatChoice::Auto if std::env::var_os("LIBSEAT_BACKEND").is_none() => {
+            // `main` chose no backend: no seat manager is here for us.
+            tracing::debug!(
+                "seat: none here (no seatd socket, no logind session): devices opened directly"
+            );
+            Ok(None)
+        }
+        SeatChoice::Auto => match Seat::open(None) {
+            Ok(seat) => Ok(Some(seat)),
+            Err(err) => {
+                tracing::warn!("seat: {err}; opening the devices directly");
+                Ok(None)
+            }
+        },
+        SeatChoice::Named(name) => Ok(Some(Seat::open(Some(name))?)),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Display(args) = &cli.command {
+        // libseat reads its backend from the environment: chosen here,
+        // before any thread runs, so that `--seat auto` uses seatd or
+        // logind and never libseat's own seat server (which, as root,
+        // takes over the VT it finds in front).
+        if args.seat == SeatChoice::Auto && std::env::var_os("LIBSEAT_BACKEND").is_none() {
+            if let Some(backend) = sink::seat::auto_backend() {
+                std::env::set_var("LIBSEAT_BACKEND", backend);
+            }
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

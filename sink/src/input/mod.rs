@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
+use crate::seat::{Seat, SeatLease};
 use crate::state::Shared;
 use evdev::{Capabilities, EVENT_SIZE};
 use guest::{Dbus, Guest, Nobody, Target};
@@ -46,6 +47,9 @@ pub struct InputOptions {
     /// `/dev/input/by-id/…`); empty: every keyboard, mouse, touchpad and
     /// touchscreen under `/dev/input`.
     pub devices: Vec<PathBuf>,
+    /// Open the devices through the seat (and give them up while it is
+    /// switched away); Ctrl+Alt+Fn switches VTs through it.
+    pub seat: Option<Seat>,
 }
 
 #[derive(Default)]
@@ -70,6 +74,13 @@ impl InputThread {
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
         )?);
         let control = Arc::new(Mutex::new(Control::default()));
+        if let Some(seat) = &options.seat {
+            // The seat switched away or back: devices to give up or open.
+            let wake = wake.clone();
+            seat.watch(Arc::new(move || {
+                let _ = wake.write(1);
+            }));
+        }
         let reader = Reader::new(options, shared, control.clone(), wake.clone());
         let thread = std::thread::Builder::new()
             .name("input".into())
@@ -116,6 +127,8 @@ impl Drop for InputThread {
 struct Open {
     path: PathBuf,
     rdev: u64,
+    /// The seat's hold on it, given back before the fd is closed.
+    _lease: Option<SeatLease>,
     fd: OwnedFd,
     device: Device,
 }
@@ -135,6 +148,8 @@ struct Reader {
     guest: Option<Dbus>,
     serial: u64,
     grabbed: bool,
+    /// The seat's enable count the devices were opened at.
+    seat_generation: u64,
 }
 
 impl Reader {
@@ -172,6 +187,7 @@ impl Reader {
             guest: None,
             serial: 0,
             grabbed: true,
+            seat_generation: 0,
         }
     }
 
@@ -210,13 +226,20 @@ impl Reader {
                 }
                 continue;
             }
+            let mut rescan = Instant::now() >= next_scan;
             if pollfds[0].revents != 0 {
                 let _ = self.wake.read();
                 if self.steered() {
                     break;
                 }
+                if let Some(seat) = &self.options.seat {
+                    // Ours again: the devices revoked while away are
+                    // opened afresh now, not at the next look.
+                    if seat.is_enabled() && seat.generation() != self.seat_generation {
+                        rescan = true;
+                    }
+                }
             }
-            let mut rescan = Instant::now() >= next_scan;
             if pollfds[1].revents != 0 {
                 if let Some(inotify) = &self.inotify {
                     if let Ok(events) = inotify.read_events() {
@@ -283,7 +306,13 @@ impl Reader {
                 Ok(n) => n,
                 Err(err) => {
                     let o = &self.open[i];
-                    tracing::info!("input: {} went away ({err})", o.path.display());
+                    match &self.options.seat {
+                        Some(seat) if !seat.is_enabled() => tracing::debug!(
+                            "input: {} taken back by the seat ({err})",
+                            o.path.display()
+                        ),
+                        _ => tracing::info!("input: {} went away ({err})", o.path.display()),
+                    }
                     return false;
                 }
             };
@@ -300,6 +329,7 @@ impl Reader {
                 match action {
                     Action::None => {}
                     Action::ToggleGrab => self.toggle_grab(),
+                    Action::SwitchVt(vt) => self.switch_vt(vt),
                     Action::Resync => self.resync(i),
                 }
             }
@@ -352,6 +382,23 @@ impl Reader {
         }
     }
 
+    /// Ctrl+Alt+Fn: through the seat (which takes the devices and the card
+    /// from us and gives them back when the user comes back to our VT).
+    fn switch_vt(&mut self, vt: u32) {
+        match &self.options.seat {
+            Some(seat) => {
+                tracing::info!("input: Ctrl+Alt+F{vt}: switching to VT {vt}");
+                if let Err(err) = seat.switch_session(vt) {
+                    tracing::warn!("input: switching to VT {vt}: {err}");
+                }
+            }
+            None => tracing::warn!(
+                "input: Ctrl+Alt+F{vt}: no seat to switch VTs through (run with a seat: seatd \
+                 or a logind session); Ctrl+Alt+G gives the keys back to the VT"
+            ),
+        }
+    }
+
     /// Everything held down in the guest is released there.
     fn release_everything(&mut self) {
         let guest: &mut dyn Guest = match &mut self.guest {
@@ -371,6 +418,13 @@ impl Reader {
 
     /// Opens the devices not open yet.
     fn scan(&mut self) {
+        if let Some(seat) = &self.options.seat {
+            if !seat.is_enabled() {
+                // Switched away: the seat opens nothing for us now.
+                return;
+            }
+            self.seat_generation = seat.generation();
+        }
         let listed = !self.options.devices.is_empty();
         let candidates: Vec<PathBuf> = if listed {
             self.options.devices.clone()
@@ -415,8 +469,20 @@ impl Reader {
         if self.open.iter().any(|o| o.rdev == rdev) || self.ignored.contains(&rdev) {
             return;
         }
-        let fd = match evdev::open_device(path) {
-            Ok(fd) => fd,
+        let opened = match &self.options.seat {
+            Some(seat) => seat.open_device(path).map(|(fd, lease)| (fd, Some(lease))),
+            None => evdev::open_device(path).map(|fd| (fd, None)),
+        };
+        // The seat's fds come as seatd opened them: reads here must not
+        // block.
+        let opened = opened.and_then(|(fd, lease)| {
+            let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+            let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+            Ok((fd, lease))
+        });
+        let (fd, lease) = match opened {
+            Ok(opened) => opened,
             Err(err) => {
                 if self.warned.insert(path.to_owned()) {
                     let hint = if err.kind() == std::io::ErrorKind::PermissionDenied {
@@ -462,6 +528,7 @@ impl Reader {
             path: path.to_owned(),
             rdev,
             device: Device::new(&caps),
+            _lease: lease,
             fd,
         });
     }

@@ -17,6 +17,15 @@ const KEY_RIGHTALT: u16 = 100;
 /// With Ctrl and Alt held: releases the grab, or takes it back.
 pub const KEY_GRAB: u16 = 34; // KEY_G
 
+/// The VT that Ctrl+Alt+`code` switches to: F1 to F12.
+fn vt_of_key(code: u16) -> Option<u32> {
+    match code {
+        59..=68 => Some(u32::from(code) - 58), // KEY_F1..KEY_F10
+        87 | 88 => Some(u32::from(code) - 76), // KEY_F11, KEY_F12
+        _ => None,
+    }
+}
+
 /// Touchpad travel to pointer pixels: this many pixels per millimetre
 /// (about 200 dpi; no acceleration).
 const TOUCHPAD_PX_PER_MM: i64 = 8;
@@ -136,6 +145,8 @@ pub enum Action {
     /// Events were lost (the device's buffer overflowed): read which keys
     /// it holds now and call [`Forwarder::resync`].
     Resync,
+    /// Ctrl+Alt+Fn: switch to VT n.
+    SwitchVt(u32),
 }
 
 /// Input shared by every device: the pointer, the modifiers held on the
@@ -305,8 +316,9 @@ impl Forwarder {
             if e.kind != evdev::EV_KEY {
                 continue;
             }
-            if self.key(device, e.code, e.value, guest) == Action::ToggleGrab {
-                action = Action::ToggleGrab;
+            match self.key(device, e.code, e.value, guest) {
+                Action::None => {}
+                other => action = other,
             }
         }
         if device.abs == Some(AbsKind::Touchscreen) {
@@ -399,7 +411,15 @@ impl Forwarder {
             self.swallowed.set(code, true);
             return Action::ToggleGrab;
         }
+        if let (Some(vt), 1, true) = (vt_of_key(code), value, self.ctrl_alt()) {
+            // The host's key, as on any Linux console: never the guest's.
+            self.swallowed.set(code, true);
+            return Action::SwitchVt(vt);
+        }
         if !down && self.swallowed.set(code, false) {
+            return Action::None;
+        }
+        if value == 2 && self.swallowed.contains(code) {
             return Action::None;
         }
         if !self.forwarding {
@@ -916,6 +936,49 @@ mod tests {
             [
                 Call::Touch(touch::END, 0, 0.0, 0.0),
                 Call::Touch(touch::END, 3, 0.0, 0.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn ctrl_alt_fn_switches_vt_and_reaches_no_guest() {
+        let (mut f, mut d, mut g) = (Forwarder::default(), keyboard(), Recorder::default());
+        let k = evdev::EV_KEY;
+        let actions = feed(
+            &mut f,
+            &mut d,
+            &mut g,
+            &[
+                (k, 29, 1),
+                SYN,
+                (k, 56, 1),
+                SYN,
+                (k, 60, 1), // F2
+                SYN,
+                (k, 60, 2),
+                SYN,
+                (k, 60, 0),
+                SYN,
+                (k, 88, 1), // F12
+                SYN,
+                (k, 88, 0),
+                SYN,
+                (k, 56, 0),
+                (k, 29, 0),
+                SYN,
+                (k, 60, 1), // F2 alone: the guest's
+                SYN,
+            ],
+        );
+        assert_eq!(actions, [Action::SwitchVt(2), Action::SwitchVt(12)]);
+        assert_eq!(
+            g.calls,
+            [
+                Call::Key(0x1d, true),
+                Call::Key(0x38, true),
+                Call::Key(0x38, false),
+                Call::Key(0x1d, false),
+                Call::Key(0x3c, true),
             ]
         );
     }

@@ -50,7 +50,8 @@ use crate::latency::LatencyStats;
 use crate::output::gl_capture::first_draw;
 use crate::output::headless::Stopped;
 use crate::output::kms::{
-    Card, Committer, FlipEvent, Framebuffer, KmsError, ModeSpec, Pipe, Rect, ScanoutBuffer,
+    Card, CardAccess, Committer, FlipEvent, Framebuffer, KmsError, ModeSpec, Pipe, Rect,
+    ScanoutBuffer,
 };
 use crate::state::{Shared, StopReason};
 
@@ -112,6 +113,9 @@ pub struct DisplayOptions {
     pub no_cursor_plane: bool,
     /// Do not tell the guest the monitor's size (`SetUIInfo`).
     pub no_resize: bool,
+    /// How the card is opened: directly, or through the seat (then DRM
+    /// master comes and goes with the seat, not `SET_MASTER`).
+    pub access: CardAccess,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +259,9 @@ pub struct Display {
     /// Whether the monitor lit now was published for the guest to be
     /// sized to (see `tell_monitor`).
     told: bool,
+    /// The seat's enable count when the monitor was last lit (a switch
+    /// away and back that no commit noticed still lights it afresh).
+    seat_generation: u64,
 }
 
 impl Display {
@@ -264,10 +271,10 @@ impl Display {
         let card = Arc::new(match &options.device {
             // A bare name that is no file: the card of that kernel driver.
             Some(name) if !name.exists() && name.components().count() == 1 => {
-                Card::open_by_driver(&name.to_string_lossy())?
+                Card::open_by_driver_with(&name.to_string_lossy(), &options.access)?
             }
-            Some(path) => Card::open(path)?,
-            None => Card::open_default()?,
+            Some(path) => Card::open_with(path, &options.access)?,
+            None => Card::open_default_with(&options.access)?,
         });
         let pipe = Pipe::select(&card, options.connector.as_deref(), options.mode.as_ref())?;
         let mode_size = pipe.size();
@@ -314,7 +321,11 @@ impl Display {
             counters: Counters::default(),
             started: None,
             told: false,
+            seat_generation: 0,
         };
+        if let CardAccess::Seat(seat) = &display.options.access {
+            display.seat_generation = seat.generation();
+        }
         // Black until the guest's first frame.
         display.light_black()?;
         Ok(display)
@@ -482,6 +493,8 @@ impl Display {
         self.settle_flip();
         self.slots.skip_queued();
         self.imports.current = None;
+        // Nor is its 2D picture shown again (a replug while it is gone).
+        self.surface.live = false;
         self.cursor.shape = None;
         self.picture = None;
         self.present_blank()?;

@@ -5,12 +5,24 @@
 
 use super::link::Link;
 use super::{canvases, Display, DisplayError, Next};
-use crate::output::kms::{KmsError, Pipe};
+use crate::output::kms::{CardAccess, Pipe};
 use crate::state::{Monitor, Shared};
 
 impl Display {
-    /// Looks at the link once a second.
+    /// Looks at the link once a second (and when the seat changes).
     pub(super) fn probe_link(&mut self) {
+        if let CardAccess::Seat(seat) = &self.options.access {
+            let (enabled, generation) = (seat.is_enabled(), seat.generation());
+            if !enabled && self.link != Link::MasterLost {
+                self.lost_master(&"the seat was switched away");
+                return;
+            }
+            if enabled && generation != self.seat_generation && self.link == Link::Lit {
+                // Away and back between two looks: the console of the
+                // other VT may have taken the CRTC.
+                self.link = Link::MasterLost;
+            }
+        }
         match self.link {
             Link::Lit | Link::Unplugged => self.probe_connector(),
             Link::MasterLost => self.regain_master(),
@@ -18,11 +30,12 @@ impl Display {
     }
 
     /// Another process took the card (a VT switch, a compositor): stop
-    /// committing, keep answering, try to take it back each second.
-    pub(super) fn lost_master(&mut self, err: &KmsError) {
+    /// committing, keep answering, try to take it back each second (or,
+    /// on a seat, wait until the seat is ours again).
+    pub(super) fn lost_master(&mut self, why: &dyn std::fmt::Display) {
         if self.link != Link::MasterLost {
             tracing::warn!(
-                "lost DRM master ({err}): not committing until it is back; frames are answered as they come"
+                "lost DRM master ({why}): not committing until it is back; frames are answered as they come"
             );
         }
         self.link = Link::MasterLost;
@@ -34,7 +47,15 @@ impl Display {
     }
 
     fn regain_master(&mut self) {
-        if drm::Device::acquire_master_lock(&*self.card).is_err() {
+        let ours = match &self.options.access {
+            CardAccess::Seat(seat) if seat.is_enabled() => {
+                self.seat_generation = seat.generation();
+                true
+            }
+            CardAccess::Seat(_) => false,
+            CardAccess::Direct => drm::Device::acquire_master_lock(&*self.card).is_ok(),
+        };
+        if !ours {
             return;
         }
         match self.replug() {
@@ -82,8 +103,8 @@ impl Display {
 
     /// The connector is back (or the card): picks its mode again (it may be
     /// another monitor), reallocates the scanout buffers if the size
-    /// changed, and lights it black; the next frame shows. Nothing changes
-    /// if the new buffers cannot be made.
+    /// changed, lights it black and shows the guest's picture again.
+    /// Nothing changes if the new buffers cannot be made.
     fn replug(&mut self) -> Result<(), DisplayError> {
         let name = self.committer.pipe().name.clone();
         let pipe = Pipe::select(&self.card, Some(&name), self.options.mode.as_ref())?;
@@ -112,8 +133,13 @@ impl Display {
         }
         self.light_black()?;
         self.told = false;
-        // A 2D console shows again at once; a DMA-BUF one with its next frame.
-        if self.surface.frame.width > 0 && self.imports.current.is_none() {
+        // The guest's picture shows again at once: a guest that draws
+        // nothing new (an idle desktop, after a VT switch back) would
+        // otherwise leave the monitor black. A DMA-BUF console's current
+        // buffer is composed again (its next frame may go direct again).
+        if self.imports.current.is_some() {
+            self.slots.enqueue(Next::Again, None);
+        } else if self.surface.live && self.surface.frame.width > 0 {
             self.slots.enqueue(Next::Surface, None);
         }
         Ok(())

@@ -17,6 +17,7 @@ use drm::{ClientCapability, Device, DriverCapability};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::error::KmsError;
+use crate::seat::{Seat, SeatLease};
 
 /// What the driver can do, read once at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub struct Caps {
 /// modesetting enabled.
 #[derive(Debug)]
 pub struct Card {
+    /// The seat's hold on the card when it came through the seat (given
+    /// back before the fd is closed: fields drop in order).
+    _lease: Option<SeatLease>,
     file: File,
     path: PathBuf,
     driver: String,
@@ -77,6 +81,31 @@ fn open_rw(path: &Path) -> Result<File, KmsError> {
             device: path.to_owned(),
             source,
         })
+}
+
+/// How cards are opened: directly (the user needs access to
+/// `/dev/dri/cardN`; master by opening first or `SET_MASTER`), or through
+/// the seat (libseat hands out the fd, master while the seat is ours).
+#[derive(Debug, Clone, Default)]
+pub enum CardAccess {
+    #[default]
+    Direct,
+    Seat(Seat),
+}
+
+impl CardAccess {
+    fn open(&self, path: &Path) -> Result<(File, Option<SeatLease>), KmsError> {
+        match self {
+            CardAccess::Direct => Ok((open_rw(path)?, None)),
+            CardAccess::Seat(seat) => {
+                let (fd, lease) = seat.open_device(path).map_err(|source| KmsError::Open {
+                    device: path.to_owned(),
+                    source,
+                })?;
+                Ok((File::from(fd), Some(lease)))
+            }
+        }
+    }
 }
 
 /// The two kinds of DRM node this layer looks for.
@@ -211,9 +240,19 @@ impl Card {
     /// that no one else drives does; else `SET_MASTER`, which needs
     /// CAP_SYS_ADMIN) and enables universal planes and atomic modesetting.
     pub fn open(path: impl AsRef<Path>) -> Result<Card, KmsError> {
-        let path = path.as_ref();
-        let file = open_rw(path)?;
+        Card::open_with(path.as_ref(), &CardAccess::Direct)
+    }
+
+    /// Opens the primary node at `path` as `access` says.
+    pub fn open_with(path: &Path, access: &CardAccess) -> Result<Card, KmsError> {
+        let (file, lease) = access.open(path)?;
+        Card::from_file(path, file, lease)
+    }
+
+    fn from_file(path: &Path, file: File, lease: Option<SeatLease>) -> Result<Card, KmsError> {
+        let seated = lease.is_some();
         let mut card = Card {
+            _lease: lease,
             file,
             path: path.to_owned(),
             driver: String::new(),
@@ -225,11 +264,15 @@ impl Card {
             gem: Mutex::new(HashMap::new()),
         };
         card.driver = driver_name(&card, path)?;
-        card.acquire_master_lock()
-            .map_err(|source| KmsError::NotMaster {
-                device: path.to_owned(),
-                source,
-            })?;
+        // The seat's fd is master while the seat is ours (and SET_MASTER
+        // is refused to a process that did not open the node itself).
+        if !seated {
+            card.acquire_master_lock()
+                .map_err(|source| KmsError::NotMaster {
+                    device: path.to_owned(),
+                    source,
+                })?;
+        }
         card.set_client_capability(ClientCapability::UniversalPlanes, true)
             .map_err(card.err("DRM_CLIENT_CAP_UNIVERSAL_PLANES"))?;
         card.set_client_capability(ClientCapability::Atomic, true)
@@ -266,15 +309,18 @@ impl Card {
 
     /// The first card (in number order) with a connected connector.
     pub fn open_default() -> Result<Card, KmsError> {
+        Card::open_default_with(&CardAccess::Direct)
+    }
+
+    /// [`Card::open_default`], each card opened as `access` says.
+    pub fn open_default_with(access: &CardAccess) -> Result<Card, KmsError> {
         let mut seen = Vec::new();
         for path in nodes(NodeKind::Primary)? {
-            let probe = Probe(open_rw(&path)?);
+            let (file, lease) = access.open(&path)?;
+            let probe = Probe(file);
             let driver = driver_name(&probe, &path)?;
             match has_connected_connector(&probe) {
-                Ok(true) => {
-                    drop(probe);
-                    return Card::open(&path);
-                }
+                Ok(true) => return Card::from_file(&path, probe.0, lease),
                 Ok(false) => seen.push(format!("{} ({driver}): nothing connected", path.display())),
                 Err(err) => seen.push(format!("{} ({driver}): {err}", path.display())),
             }
@@ -291,7 +337,33 @@ impl Card {
 
     /// The card driven by the kernel driver `driver` (e.g. "vkms").
     pub fn open_by_driver(driver: &str) -> Result<Card, KmsError> {
-        Card::open(find_node(NodeKind::Primary, driver)?)
+        Card::open_by_driver_with(driver, &CardAccess::Direct)
+    }
+
+    /// [`Card::open_by_driver`], each card opened as `access` says (with a
+    /// seat, the user may not open a card to read its driver's name).
+    pub fn open_by_driver_with(driver: &str, access: &CardAccess) -> Result<Card, KmsError> {
+        if let CardAccess::Direct = access {
+            return Card::open(find_node(NodeKind::Primary, driver)?);
+        }
+        let mut seen = Vec::new();
+        for path in nodes(NodeKind::Primary)? {
+            let (file, lease) = access.open(&path)?;
+            let probe = Probe(file);
+            let name = driver_name(&probe, &path)?;
+            if name == driver {
+                return Card::from_file(&path, probe.0, lease);
+            }
+            seen.push(format!("{} = {name}", path.display()));
+        }
+        Err(KmsError::NoDevice(format!(
+            "no /dev/dri/card* node with driver {driver:?} (found: {})",
+            if seen.is_empty() {
+                "none".into()
+            } else {
+                seen.join(", ")
+            }
+        )))
     }
 
     /// Shows writeback connectors, which the kernel lists only to atomic

@@ -26,7 +26,9 @@ pub mod scanout;
 pub mod writeback;
 
 pub use commit::{Committer, FlipEvent, Flipped, PlaneConfig, Rect, Request, TestOutcome};
-pub use device::{connected_outputs, find_node, Caps, Card, ConnectedOutput, NodeKind, PropMap};
+pub use device::{
+    connected_outputs, find_node, Caps, Card, CardAccess, ConnectedOutput, NodeKind, PropMap,
+};
 pub use error::KmsError;
 pub use framebuffer::{DumbBuffer, Framebuffer, GemHandle};
 pub use pipe::{ModeSpec, Pipe};
