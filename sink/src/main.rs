@@ -437,6 +437,7 @@ fn run_headless(
         refresh: None,
         stats: &gl.log.stats,
         records: gl.log.records.make_contiguous(),
+        input_to_call: None,
     };
     write_reports(&report, &args.latency)?;
     match &options.out {
@@ -544,6 +545,7 @@ fn run_head(
         display.blank()?;
     };
     // The devices go back to the VT before the CRTC does.
+    let input_to_call = input.as_ref().and_then(InputThread::latency);
     drop(input);
     let mut summary = display.finish(stopped)?;
     let name = if several {
@@ -553,12 +555,22 @@ fn run_head(
     };
     tracing::info!("{name}{}", summary.line());
     tracing::info!("{name}frame stages:\n{}", summary.stats.table());
+    if let Some(f) = input_to_call {
+        tracing::info!(
+            "{name}input event → D-Bus call: {} events, median {} µs, p99 {} µs, max {} µs",
+            f.count,
+            f.median,
+            f.p99,
+            f.max
+        );
+    }
     let report = Report {
         mode: "display",
         source: args.source.name(),
         refresh: Some(summary.refresh),
         stats: &summary.stats,
         records: summary.records.make_contiguous(),
+        input_to_call,
     };
     let files = LatencyArgs {
         report: in_file(&args.latency.report),

@@ -18,7 +18,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::{json, Value};
 
 use crate::frame::FrameRecord;
-use crate::latency::LatencyStats;
+use crate::latency::{LatencyStats, StageFigures};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -43,6 +43,9 @@ pub struct Report<'a> {
     pub stats: &'a LatencyStats,
     /// The kept per-frame records, oldest first.
     pub records: &'a [FrameRecord],
+    /// Input event → D-Bus call written (`display` with input), if any
+    /// input was forwarded.
+    pub input_to_call: Option<StageFigures>,
 }
 
 impl Report<'_> {
@@ -104,6 +107,14 @@ impl Report<'_> {
                 "deadline_answers": self.stats.deadline_answers,
             },
             "stages": stages,
+            "input_to_call": self.input_to_call.map(|f| json!({
+                "count": f.count,
+                "min_us": f.min,
+                "median_us": f.median,
+                "p90_us": f.p90,
+                "p99_us": f.p99,
+                "max_us": f.max,
+            })),
             "samples": samples,
         })
     }
@@ -702,6 +713,7 @@ mod tests {
             refresh: Some(PERIOD),
             stats: &stats,
             records: &records,
+            input_to_call: None,
         };
         let json = report.to_json();
         assert_eq!(json["mode"], "display");
@@ -783,6 +795,7 @@ mod tests {
             refresh: None,
             stats: &stats,
             records: &records,
+            input_to_call: None,
         };
         let json = report.to_json();
         assert_eq!(json["refresh_us"], Value::Null);
@@ -803,6 +816,7 @@ mod tests {
             refresh: Some(PERIOD),
             stats: &stats,
             records: &records,
+            input_to_call: None,
         };
         let dir = temp_dir("json");
         let path = dir.join("latency.json");
@@ -864,6 +878,7 @@ mod tests {
             refresh: Some(PERIOD),
             stats: &stats,
             records: &records,
+            input_to_call: None,
         };
         let dir = temp_dir("svg");
         let path = dir.join("latency.svg");
@@ -927,6 +942,7 @@ mod tests {
             refresh: None,
             stats: &stats,
             records: &[],
+            input_to_call: None,
         };
         let json = report.to_json();
         assert_eq!(json["samples"], json!([]));
@@ -968,6 +984,7 @@ mod tests {
             refresh: Some(PERIOD),
             stats: &stats,
             records: &records,
+            input_to_call: None,
         };
         let svg = report.svg().unwrap();
         assert!(svg.contains("(1 frame in 10, and all the slowest)"));

@@ -60,6 +60,14 @@ pub struct Event {
 pub const EVENT_SIZE: usize = 24;
 
 impl Event {
+    /// When the kernel stamped it: CLOCK_MONOTONIC once
+    /// [`use_monotonic_clock`] was set on its device.
+    pub fn time(&self) -> std::time::Duration {
+        let secs = u64::try_from(self.sec).unwrap_or(0);
+        let micros = u32::try_from(self.usec.clamp(0, 999_999)).unwrap_or(0);
+        std::time::Duration::new(secs, micros * 1000)
+    }
+
     pub fn parse(bytes: &[u8; EVENT_SIZE]) -> Event {
         let i64_at = |o: usize| i64::from_ne_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
         Event {
@@ -224,6 +232,8 @@ mod ioctl {
     nix::ioctl_read!(abs_mt_y, b'E', 0x40 + 0x36, AbsInfo);
     // EVIOCGRAB: _IOW('E', 0x90, int), the int passed by value.
     nix::ioctl_write_int!(grab, b'E', 0x90);
+    // EVIOCSCLOCKID: _IOW('E', 0xa0, int), the int passed by pointer.
+    nix::ioctl_write_ptr!(set_clock_id, b'E', 0xa0, libc::c_int);
 }
 
 /// Reads a device's name and capability bits.
@@ -274,6 +284,16 @@ pub fn capabilities(fd: BorrowedFd<'_>) -> io::Result<Capabilities> {
 
 /// Takes the device for ourselves (`true`: nobody else, the VT included,
 /// gets its events) or gives it back.
+/// Stamps the device's events on CLOCK_MONOTONIC (the kernel's default
+/// is CLOCK_REALTIME, which jumps), the clock of the latency stages.
+pub fn use_monotonic_clock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let id: libc::c_int = libc::CLOCK_MONOTONIC;
+    // SAFETY: EVIOCSCLOCKID reads one int from the live `id`.
+    unsafe { ioctl::set_clock_id(fd.as_raw_fd(), &id) }
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
 pub fn grab(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     // SAFETY: EVIOCGRAB takes its argument by value.
     unsafe { ioctl::grab(fd.as_raw_fd(), nix::sys::ioctl::ioctl_param_type::from(on)) }

@@ -25,6 +25,10 @@ pub trait Guest {
     /// How many fingers the console takes (`MultiTouch.MaxSlots`; 0 when
     /// it has no `MultiTouch`, before QEMU 8.1).
     fn touch_slots(&mut self) -> usize;
+    /// How many calls were sent so far (for the input stage's latency).
+    fn calls(&self) -> u64 {
+        0
+    }
 }
 
 /// No QEMU attached: input goes nowhere.
@@ -64,6 +68,7 @@ pub struct Dbus {
     /// `MaxSlots`, read once (0: no `MultiTouch` on this console).
     touch_slots: usize,
     failed: bool,
+    calls: u64,
 }
 
 impl Dbus {
@@ -103,10 +108,12 @@ impl Dbus {
             multi_touch,
             touch_slots,
             failed: false,
+            calls: 0,
         })
     }
 
     fn sent(&mut self, what: &str, result: zbus::Result<()>) {
+        self.calls += 1;
         match result {
             Ok(()) => self.failed = false,
             Err(err) if !self.failed => {
@@ -161,5 +168,9 @@ impl Guest for Dbus {
 
     fn touch_slots(&mut self) -> usize {
         self.touch_slots
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls
     }
 }

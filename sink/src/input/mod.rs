@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
+use crate::frame::monotonic_now;
+use crate::latency::{InputLatency, StageFigures};
 use crate::seat::{Seat, SeatLease};
 use crate::state::Shared;
 use evdev::{Capabilities, EVENT_SIZE};
@@ -62,6 +64,7 @@ struct Control {
 
 /// The input thread; stops (giving every device back) when dropped.
 pub struct InputThread {
+    latency: Arc<Mutex<InputLatency>>,
     control: Arc<Mutex<Control>>,
     wake: Arc<EventFd>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -81,11 +84,19 @@ impl InputThread {
                 let _ = wake.write(1);
             }));
         }
-        let reader = Reader::new(options, shared, control.clone(), wake.clone());
+        let latency = Arc::new(Mutex::new(InputLatency::default()));
+        let reader = Reader::new(
+            options,
+            shared,
+            control.clone(),
+            wake.clone(),
+            latency.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("input".into())
             .spawn(move || reader.run())?;
         Ok(InputThread {
+            latency,
             control,
             wake,
             thread: Some(thread),
@@ -103,6 +114,14 @@ impl InputThread {
             c.target = Some(target);
             c.serial += 1;
         });
+    }
+
+    /// Input event → D-Bus call so far; `None` before anything was sent.
+    pub fn latency(&self) -> Option<StageFigures> {
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .figures()
     }
 
     /// QEMU went away: input goes nowhere until the next attach.
@@ -150,6 +169,7 @@ struct Reader {
     grabbed: bool,
     /// The seat's enable count the devices were opened at.
     seat_generation: u64,
+    latency: Arc<Mutex<InputLatency>>,
 }
 
 impl Reader {
@@ -158,6 +178,7 @@ impl Reader {
         shared: Arc<Shared>,
         control: Arc<Mutex<Control>>,
         wake: Arc<EventFd>,
+        latency: Arc<Mutex<InputLatency>>,
     ) -> Reader {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .and_then(|i| {
@@ -188,6 +209,7 @@ impl Reader {
             serial: 0,
             grabbed: true,
             seat_generation: 0,
+            latency,
         }
     }
 
@@ -323,9 +345,19 @@ impl Reader {
                     Some(g) => g,
                     None => &mut Nobody,
                 };
+                let calls_before = guest.calls();
                 let action =
                     self.forwarder
                         .event(&mut self.open[i].device, event, guest, placement);
+                if guest.calls() != calls_before {
+                    // A frame went out: from the kernel's stamp on it to
+                    // its last call written.
+                    let d = monotonic_now().saturating_sub(event.time());
+                    self.latency
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(d);
+                }
                 match action {
                     Action::None => {}
                     Action::ToggleGrab => self.toggle_grab(),
@@ -503,6 +535,9 @@ impl Reader {
                 return;
             }
         };
+        if let Err(err) = evdev::use_monotonic_clock(fd.as_fd()) {
+            tracing::debug!("input: {}: EVIOCSCLOCKID: {err}", path.display());
+        }
         if !listed && !caps.is_input() {
             tracing::debug!("input: leaving {} ({}) alone", path.display(), caps.name);
             self.ignored.insert(rdev);

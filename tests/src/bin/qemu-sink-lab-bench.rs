@@ -11,7 +11,10 @@
 //! - the direct-path share of a guest sized to its monitor (`SetUIInfo`
 //!   followed) against one that is not;
 //! - DMA-BUF import + composite per frame (headless, Mesa's software
-//!   renderer), against one memcpy of the same frame.
+//!   renderer), against one memcpy of the same frame;
+//! - input event → D-Bus call p99 (keys typed on a uinput keyboard into
+//!   `display`, the sink's own stage from the kernel's event stamp to the
+//!   call written), against the refresh period of the same run.
 //!
 //! Prints one line per figure and writes them as JSON to `--out FILE`;
 //! `--plot FILE.svg` keeps the sink's plot of the direct-path run.
@@ -228,6 +231,76 @@ fn sized_to_monitor(frames: usize, figures: &mut Vec<Figure>) -> anyhow::Result<
     Ok(())
 }
 
+/// Keys typed on a uinput keyboard into `display` (showing a DMA-BUF
+/// console at 60 Hz meanwhile, as a person types into a running guest):
+/// the sink's input stage, kernel event stamp → D-Bus call written, p99,
+/// against the refresh period.
+fn input_to_call(keys: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
+    use tests::uinput::{Spec, VirtualDevice};
+    const KEY_A: u16 = 30;
+    let card = find_node(NodeKind::Primary, "vkms")?;
+    let mut keyboard = VirtualDevice::create(&Spec::keyboard("qemu-sink bench keyboard"))?;
+    let node = keyboard.node.to_str().expect("utf-8").to_owned();
+    let card = card.to_str().expect("utf-8");
+    let mut run = Run::start(
+        "bench-input",
+        (640, 480),
+        &[
+            "display",
+            "--device",
+            card,
+            "--mode",
+            "640x480",
+            "--input-device",
+            &node,
+        ],
+    )?;
+    if !run
+        .sink
+        .wait_for_log("input: sending to console", Duration::from_secs(30))
+    {
+        bail!("input never attached:\n{}", run.sink.log());
+    }
+    let buffers = [
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888)?,
+        Udmabuf::new(640, 480, DrmFourcc::Xrgb8888)?,
+    ];
+    let mut calls = 0;
+    for n in 0..keys {
+        keyboard.tap(KEY_A)?;
+        run.listener
+            .scanout_dmabuf(buffers[n % 2].fd(), BufferDesc::xrgb(640, 480), false)?;
+        run.listener.update_dmabuf(0, 0, 640, 480);
+        calls += run.fake.inputs_until_quiet(Duration::from_millis(1)).len();
+    }
+    calls += run.fake.inputs_until_quiet(Duration::from_secs(2)).len();
+    if calls != 2 * keys {
+        bail!(
+            "{calls} key calls for {keys} keys typed:\n{}",
+            run.sink.log()
+        );
+    }
+    let (_, report) = run.finish()?;
+    let refresh = report["refresh_us"].as_u64().context("refresh_us")? as f64;
+    let stage = &report["input_to_call"];
+    let count = stage["count"]
+        .as_u64()
+        .context("input_to_call in the report")?;
+    let p99 = stage["p99_us"].as_u64().context("p99_us")? as f64;
+    eprintln!(
+        "input event -> D-Bus call: median {} us, p99 {p99} us, max {} us over {count} events",
+        stage["median_us"], stage["max_us"]
+    );
+    figures.push(Figure::new(
+        "input event -> D-Bus call p99, display, vkms",
+        p99,
+        "us",
+        refresh,
+        "report",
+    ));
+    Ok(())
+}
+
 /// Frames on a 60 Hz schedule (each still waits for its answer, as QEMU's
 /// do): how many the sink dropped.
 fn schedule_60hz(frames: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
@@ -335,6 +408,7 @@ fn main() -> anyhow::Result<()> {
         schedule_60hz(frames, &mut figures).context("60 Hz schedule")?;
         sized_to_monitor(if quick { 20 } else { 200 }, &mut figures)
             .context("guest sized to its monitor")?;
+        input_to_call(if quick { 30 } else { 300 }, &mut figures).context("input to call")?;
     }
     let sizes: &[(&str, (u32, u32))] = if quick {
         &[("320x180", (320, 180)), ("640x360", (640, 360))]
