@@ -616,7 +616,9 @@ use std::os::unix::fs::OpenOptionsExt;
 /// A real QEMU (SeaBIOS, std VGA, its PS/2 keyboard) takes the calls the
 /// sink sends: with `-boot menu=on` SeaBIOS waits a minute at "Press ESC
 /// for boot menu"; once its screen has been still for 8 s, ESC typed on a
-/// virtual keyboard changes it (the menu opens), seen in QMP `screendump`.
+/// virtual keyboard changes it (the menu opens), seen in QMP `screendump`,
+/// and the monitor shows that menu: vkms's writeback (`--capture`) equals
+/// the screendump, letterboxed onto the mode.
 #[test]
 #[ignore = "needs the lab"]
 fn input_a_real_qemu_opens_its_boot_menu_on_esc() {
@@ -632,6 +634,7 @@ fn input_a_real_qemu_opens_its_boot_menu_on_esc() {
     let mut keyboard = VirtualDevice::create(&Spec::keyboard("qemu-sink test keyboard")).unwrap();
     let node = keyboard.node.to_str().unwrap().to_owned();
     let card = find_node(NodeKind::Primary, "vkms").expect("the vkms card");
+    let shown = dir.path("monitor.png");
     let sink = tests::sink_run::Sink::spawn(tests::sink_command(&[
         "display",
         "--bus",
@@ -640,8 +643,12 @@ fn input_a_real_qemu_opens_its_boot_menu_on_esc() {
         "input-qemu",
         "--device",
         card.to_str().unwrap(),
+        "--mode",
+        "1024x768",
         "--input-device",
         &node,
+        "--capture",
+        shown.to_str().unwrap(),
     ]));
     assert!(
         sink.wait_for_log("input: sending to console 0", Duration::from_secs(60)),
@@ -676,6 +683,34 @@ fn input_a_real_qemu_opens_its_boot_menu_on_esc() {
             "ESC did not open the boot menu; sink:\n{}",
             sink.log()
         );
+    }
+    // The menu, once drawn (two screendumps alike), on the monitor.
+    let mut menu = vm.screendump(&dump);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = vm.screendump(&dump);
+        if now == menu {
+            break;
+        }
+        menu = now;
+    }
+    let want = tests::picture::letterboxed(&tests::sink_run::opaque(&menu), (1024, 768));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let compared = capture::read_png(&shown).map(|got| capture::compare_rgb(&got, &want, 3));
+        match compared {
+            Ok(Ok(())) => break,
+            Ok(Err(diff)) if std::time::Instant::now() > deadline => panic!(
+                "the monitor (writeback) vs the boot menu's screendump: {diff}; sink:\n{}",
+                sink.log()
+            ),
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "no picture from the monitor; sink:\n{}",
+                sink.log()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     sink.stop();
 }
