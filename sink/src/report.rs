@@ -32,6 +32,18 @@ pub enum ReportError {
     Plot { path: PathBuf, message: String },
 }
 
+/// One stage's figures as the report writes them (µs).
+fn figures_json(f: &StageFigures) -> Value {
+    json!({
+        "count": f.count,
+        "min_us": f.min,
+        "median_us": f.median,
+        "p90_us": f.p90,
+        "p99_us": f.p99,
+        "max_us": f.max,
+    })
+}
+
 /// What a run saw, ready to be written out.
 pub struct Report<'a> {
     /// "capture", "display" or "latency".
@@ -67,14 +79,7 @@ impl Report<'_> {
                         "max_us": null,
                     })
                 } else {
-                    json!({
-                        "count": f.count,
-                        "min_us": f.min,
-                        "median_us": f.median,
-                        "p90_us": f.p90,
-                        "p99_us": f.p99,
-                        "max_us": f.max,
-                    })
+                    figures_json(&f)
                 };
                 (name.to_owned(), figures)
             })
@@ -107,14 +112,7 @@ impl Report<'_> {
                 "deadline_answers": self.stats.deadline_answers,
             },
             "stages": stages,
-            "input_to_call": self.input_to_call.map(|f| json!({
-                "count": f.count,
-                "min_us": f.min,
-                "median_us": f.median,
-                "p90_us": f.p90,
-                "p99_us": f.p99,
-                "max_us": f.max,
-            })),
+            "input_to_call": self.input_to_call.as_ref().map(figures_json),
             "samples": samples,
         })
     }
