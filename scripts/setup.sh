@@ -17,8 +17,9 @@ apt_install_from bookworm-backports \
     libegl-mesa0 mesa-libgallium libgl1-mesa-dri
 # jq: scripts/lab/test.sh reads cargo's JSON to find the test executables.
 apt_install_from bookworm dbus-daemon pkg-config jq
-# seatd and libseat (loaded at run time): `display --seat`, and its lab test.
-apt_install_from bookworm seatd libseat1
+# seatd and libseat (loaded at run time): `display --seat`, and its lab test;
+# systemd-analyze checks the service unit.
+apt_install_from bookworm seatd libseat1 systemd
 
 if [[ "${QEMU_SINK_SKIP_LAB_SETUP:-0}" != 1 ]]; then
     "$here/lab/setup.sh"

@@ -454,10 +454,11 @@ fn run_head(
     head: &HeadSpec,
     args: &DisplayArgs,
     shared: Arc<Shared>,
-    several: bool,
+    heads: usize,
     with_input: bool,
     access: &CardAccess,
 ) -> anyhow::Result<()> {
+    let several = heads > 1;
     let in_file = |path: &Option<PathBuf>| {
         path.as_ref().map(|p| {
             if several {
@@ -487,6 +488,10 @@ fn run_head(
     };
     // Light the monitor (and warm up GL) before QEMU waits on us.
     let display = OutputThread::start(options, shared.clone())?;
+    sink::notify::head_lit(
+        heads,
+        &format!("showing console {} (waiting for QEMU)", head.console),
+    );
     // Input goes to QEMU's console: not with vdmabuf (no QEMU), and with
     // several heads to the first one's console only (for now).
     let input = match (&args.source, args.no_input || !with_input) {
@@ -672,7 +677,7 @@ fn run_heads(
                     let _head = tracing::info_span!("head", console = head.console).entered();
                     let _ = done.send((
                         head.console,
-                        run_head(head, args, shared, true, i == 0, access),
+                        run_head(head, args, shared, heads.len(), i == 0, access),
                     ));
                 })
                 .expect("spawning a thread");
@@ -767,10 +772,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(seat) => CardAccess::Seat(seat),
                 None => CardAccess::Direct,
             };
-            match heads.as_slice() {
-                [head] => run_head(head, &args, shared, false, true, &access),
+            let result = match heads.as_slice() {
+                [head] => run_head(head, &args, shared, 1, true, &access),
                 _ => run_heads(&heads, &args, &shared, &targets, &access),
-            }
+            };
+            sink::notify::notify("STOPPING=1");
+            result
         }
         Command::Demo {
             out,
@@ -838,11 +845,16 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Under systemd, stderr goes to the journal, which stamps each line.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

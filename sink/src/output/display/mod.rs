@@ -262,9 +262,15 @@ pub struct Display {
     /// The seat's enable count when the monitor was last lit (a switch
     /// away and back that no commit noticed still lights it afresh).
     seat_generation: u64,
+    /// This output's place among those the service watchdog waits for.
+    watchdog_id: usize,
 }
 
 impl Display {
+    pub(super) fn watchdog_id(&self) -> usize {
+        self.watchdog_id
+    }
+
     /// Opens the card, picks the pipe, brings up the renderer (warmed up:
     /// the first draw compiles shaders) and lights the monitor black.
     pub fn open(options: DisplayOptions) -> Result<Display, DisplayError> {
@@ -322,6 +328,7 @@ impl Display {
             started: None,
             told: false,
             seat_generation: 0,
+            watchdog_id: crate::notify::register_output(),
         };
         if let CardAccess::Seat(seat) = &display.options.access {
             display.seat_generation = seat.generation();
@@ -362,6 +369,7 @@ impl Display {
         let mut next_table = self.options.latency_interval.map(|i| Instant::now() + i);
         let mut batch = VecDeque::new();
         let stopped_by = loop {
+            crate::notify::output_turned(self.watchdog_id);
             let mut wait = Duration::from_secs(1);
             for t in [deadline, next_table].into_iter().flatten() {
                 wait = wait.min(t.saturating_duration_since(Instant::now()));
@@ -370,6 +378,9 @@ impl Display {
                 wait = wait.min((at + FLIP_TIMEOUT).saturating_duration_since(Instant::now()));
             }
             wait = wait.min(self.probe.wait());
+            if let Some(turn) = crate::notify::turn_at_least_every() {
+                wait = wait.min(turn);
+            }
             let card_ready = wait_for(self.card.as_fd(), wake, wait).map_err(DisplayError::Poll)?;
             shared.clear_wake();
             if card_ready {

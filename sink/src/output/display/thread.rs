@@ -143,7 +143,19 @@ fn serve(
     if outbox.send(Reply::Lit(Ok(()))).is_err() {
         return;
     }
-    while let Ok(request) = inbox.recv() {
+    loop {
+        // Between runs (QEMU gone, waiting for it) the output is idle, not
+        // stuck: the watchdog is fed here too.
+        let idle =
+            crate::notify::turn_at_least_every().unwrap_or(std::time::Duration::from_secs(1));
+        let request = match inbox.recv_timeout(idle) {
+            Ok(request) => request,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                crate::notify::output_turned(display.watchdog_id());
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let reply = match request {
             Request::Run => Reply::Ran(display.run(shared)),
             Request::Blank => Reply::Blanked(display.blank()),
