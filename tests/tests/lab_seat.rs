@@ -148,6 +148,18 @@ fn active_vt() -> String {
         .to_owned()
 }
 
+/// Whether VT `vt` is in front within `timeout`.
+fn vt_within(vt: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while active_vt() != vt {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 fn wait_for_vt(vt: &str, sink: &Sink) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while active_vt() != vt {
@@ -311,9 +323,26 @@ fn seat_an_unprivileged_display_under_seatd_survives_a_vt_switch_away_and_back()
         "a key typed on the other VT reached the guest"
     );
 
-    // Ctrl+Alt+F1, seen by the kernel's console on VT 2: back to us.
-    ctrl_alt(&mut keyboard, KEY_F1);
-    wait_for_vt("tty1", &sink);
+    // Ctrl+Alt+F1, seen by the kernel's console on VT 2: back to us. (The
+    // console has dropped it now and then in a busy lab; a person would
+    // press it again, and so does the test, up to three times.)
+    for _ in 0..3 {
+        ctrl_alt(&mut keyboard, KEY_F1);
+        if vt_within("tty1", Duration::from_secs(4)) {
+            break;
+        }
+        eprintln!(
+            "seat: Ctrl+Alt+F1 did not switch (still {}): again",
+            active_vt()
+        );
+    }
+    assert_eq!(
+        active_vt(),
+        "tty1",
+        "Ctrl+Alt+F1 on VT 2 never switched back; seatd:\n{}\nsink:\n{}",
+        seatd_log(),
+        sink.log()
+    );
     assert!(
         sink.wait_for_log("is ours again", Duration::from_secs(10)),
         "{}",
