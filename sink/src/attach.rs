@@ -444,13 +444,21 @@ fn tell_monitor(console: &ConsoleProxyBlocking<'static>, shared: Arc<Shared>) ->
         let mut told = None;
         loop {
             let changed = shared.monitor_changed();
-            if let Some((serial, m)) = shared.monitor().filter(|&(serial, _)| told != Some(serial))
+            let moved = shared.layout_changed();
+            let at = shared.monitor_position();
+            if let Some((serial, m)) = shared
+                .monitor()
+                .filter(|&(serial, _)| told != Some((serial, at)))
             {
-                told = Some(serial);
+                told = Some((serial, at));
                 let (w, h, w_mm, h_mm) = (m.width, m.height, m.width_mm, m.height_mm);
-                match console.set_ui_info(w_mm, h_mm, 0, 0, w, h).await {
+                let place = match at {
+                    (0, 0) => String::new(),
+                    (x, y) => format!(" at ({x}, {y})"),
+                };
+                match console.set_ui_info(w_mm, h_mm, at.0, at.1, w, h).await {
                     Ok(()) => tracing::info!(
-                        "told the guest its monitor: {w}x{h}, {w_mm}x{h_mm} mm (SetUIInfo)"
+                        "told the guest its monitor: {w}x{h}{place}, {w_mm}x{h_mm} mm (SetUIInfo)"
                     ),
                     Err(zbus::Error::MethodError(name, message, _))
                         if name.ends_with("Unsupported") || name.ends_with("NotSupported") =>
@@ -464,7 +472,10 @@ fn tell_monitor(console: &ConsoleProxyBlocking<'static>, shared: Arc<Shared>) ->
                     Err(err) => tracing::warn!("SetUIInfo {w}x{h}: {err}"),
                 }
             }
-            changed.await;
+            match moved {
+                Some(moved) => futures_lite::future::or(changed, moved).await,
+                None => changed.await,
+            }
         }
     };
     connection.executor().spawn(tell, "tell-monitor")

@@ -659,6 +659,8 @@ fn run_heads(
         }
     }
     let (done, finished) = std::sync::mpsc::channel();
+    // The monitors side by side in the guest's desktop, in head order.
+    let layout = sink::state::HeadLayout::new(heads.len());
     std::thread::scope(|scope| {
         for (i, head) in heads.iter().enumerate() {
             let shared = if i == 0 {
@@ -668,6 +670,7 @@ fn run_heads(
                 targets.add(shared.clone());
                 shared
             };
+            shared.join_layout(layout.clone(), i);
             let done = done.clone();
             std::thread::Builder::new()
                 .name(format!("head-{}", head.console))

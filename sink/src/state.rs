@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use capture::RgbaFrame;
@@ -72,6 +72,44 @@ pub struct Monitor {
     pub height_mm: u16,
 }
 
+/// Several heads' monitors side by side in the guest's desktop, left to
+/// right in head order, tops aligned: a head's x is the sum of the widths
+/// of the monitors before it (a head not lit yet counts 0 until it is).
+/// Each head tells its console its place with its size (`SetUIInfo`'s
+/// `xoff`/`yoff`), so that the guest arranges its outputs as the monitors
+/// stand; a head whose monitor changes width moves the ones after it.
+#[derive(Debug, Default)]
+pub struct HeadLayout {
+    widths: Mutex<Vec<u32>>,
+    changed: event_listener::Event,
+}
+
+impl HeadLayout {
+    pub fn new(heads: usize) -> Arc<HeadLayout> {
+        Arc::new(HeadLayout {
+            widths: Mutex::new(vec![0; heads]),
+            changed: event_listener::Event::new(),
+        })
+    }
+
+    fn set_width(&self, index: usize, width: u32) {
+        let mut widths = self.widths.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = widths.get_mut(index) {
+            if *w != width {
+                *w = width;
+                drop(widths);
+                self.changed.notify(usize::MAX);
+            }
+        }
+    }
+
+    pub fn x_of(&self, index: usize) -> i32 {
+        let widths = self.widths.lock().unwrap_or_else(|p| p.into_inner());
+        let x: u64 = widths.iter().take(index).map(|&w| u64::from(w)).sum();
+        i32::try_from(x).unwrap_or(i32::MAX)
+    }
+}
+
 /// Where the output shows the guest's picture: the guest's rectangle
 /// (the console's pixels) scaled into `shown` on a `mode`-sized monitor,
 /// letterboxed (`Composition::fit`). The input thread maps the pointer
@@ -91,6 +129,8 @@ pub struct Shared {
     /// lit yet, or the guest is not to be resized. Outlives attachments.
     monitor: Mutex<Option<(u64, Monitor)>>,
     monitor_changed: event_listener::Event,
+    /// With several heads: the layout they share, and this head's place.
+    layout: OnceLock<(Arc<HeadLayout>, usize)>,
     /// Where the output shows the picture now; `None`: nothing shown.
     placement: Mutex<Option<Placement>>,
     /// The D-Bus side's picture. Lock order: this one, then `state`; an
@@ -148,8 +188,31 @@ impl Shared {
         Ok(self.wake.get().expect("just set").as_fd())
     }
 
+    /// This console is head `index` of `layout` (set once, before its
+    /// output lights).
+    pub fn join_layout(&self, layout: Arc<HeadLayout>, index: usize) {
+        let _ = self.layout.set((layout, index));
+    }
+
+    /// Where this head's monitor sits in the guest's desktop: (0, 0) but
+    /// with several heads (see [`HeadLayout`]).
+    pub fn monitor_position(&self) -> (i32, i32) {
+        self.layout
+            .get()
+            .map_or((0, 0), |(layout, index)| (layout.x_of(*index), 0))
+    }
+
+    /// Resolves when any head of the layout changes width (`None` with one
+    /// head).
+    pub fn layout_changed(&self) -> Option<event_listener::EventListener> {
+        self.layout.get().map(|(layout, _)| layout.changed.listen())
+    }
+
     /// The output lit `monitor`: every attachment tells its console.
     pub fn set_monitor(&self, monitor: Monitor) {
+        if let Some((layout, index)) = self.layout.get() {
+            layout.set_width(*index, monitor.width);
+        }
         let mut slot = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
         let serial = slot.map_or(0, |(serial, _)| serial + 1);
         *slot = Some((serial, monitor));
@@ -224,5 +287,43 @@ impl Shared {
                     .0
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use event_listener::Listener;
+
+    #[test]
+    fn heads_stand_side_by_side_in_head_order() {
+        let layout = HeadLayout::new(3);
+        let heads: Vec<Shared> = (0..3).map(|_| Shared::default()).collect();
+        for (i, head) in heads.iter().enumerate() {
+            head.join_layout(layout.clone(), i);
+        }
+        let monitor = |width| Monitor {
+            width,
+            height: 480,
+            width_mm: 0,
+            height_mm: 0,
+        };
+        // Head 1 lit first: nothing before it has a width yet.
+        heads[1].set_monitor(monitor(800));
+        assert_eq!(heads[1].monitor_position(), (0, 0));
+        let moved = heads[2].layout_changed().expect("a layout");
+        heads[0].set_monitor(monitor(640));
+        assert!(
+            moved
+                .wait_timeout(std::time::Duration::from_secs(1))
+                .is_some(),
+            "the heads after head 0 were not told they moved"
+        );
+        assert_eq!(heads[0].monitor_position(), (0, 0));
+        assert_eq!(heads[1].monitor_position(), (640, 0));
+        assert_eq!(heads[2].monitor_position(), (1440, 0));
+        // One head alone is at the origin, and never moves.
+        assert_eq!(Shared::default().monitor_position(), (0, 0));
+        assert!(Shared::default().layout_changed().is_none());
     }
 }

@@ -107,6 +107,19 @@ fn display_heads_two_consoles_on_two_monitors_one_unplugged() {
         Duration::from_secs(60),
     );
 
+    // Each console told its monitor and where it stands: head 1's to the
+    // right of head 0's (both 640x480). Head 1 may have been told (0, 0)
+    // before head 0 lit; the last word is what counts.
+    let placed = |id: usize| {
+        let mut last = None;
+        while let Some(info) = fake.next_ui_info_on(id, Duration::from_secs(3)) {
+            last = Some(info);
+        }
+        last.map(|i| (i.width, i.height, i.xoff, i.yoff))
+    };
+    assert_eq!(placed(0), Some((640, 480, 0, 0)), "head 0 told");
+    assert_eq!(placed(1), Some((640, 480, 640, 0)), "head 1 told its place");
+
     // Head 0's monitor unplugged: its frames are answered at once, head 1
     // goes on showing its new frames.
     let connector = ForcedConnector::of(&vkms);
