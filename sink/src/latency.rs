@@ -30,6 +30,17 @@ const INTERVALS: [Interval; 6] = [
     }),
 ];
 
+/// A stage's distribution in µs: 1 µs to 60 s at 3 significant digits.
+fn stage_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Counts `d` in a stage's distribution (at least 1 µs; beyond its range
+/// at the top).
+fn record_us(histogram: &mut Histogram<u64>, d: Duration) {
+    histogram.saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
+}
+
 /// Finished frames: statistics of every one, the records of the recent ones
 /// (a day at 60 Hz would be 5 M records; reports and plots show the last
 /// [`FrameLog::MAX_RECORDS`]). The records' ring is allocated whole at the
@@ -77,11 +88,7 @@ pub struct LatencyStats {
 impl Default for LatencyStats {
     fn default() -> Self {
         LatencyStats {
-            histograms: INTERVALS
-                .iter()
-                // 1 µs to 60 s at 3 significant digits.
-                .map(|_| Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"))
-                .collect(),
+            histograms: INTERVALS.iter().map(|_| stage_histogram()).collect(),
             received: 0,
             shown: 0,
             skipped: 0,
@@ -122,14 +129,13 @@ pub struct InputLatency(Histogram<u64>);
 
 impl Default for InputLatency {
     fn default() -> Self {
-        InputLatency(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"))
+        InputLatency(stage_histogram())
     }
 }
 
 impl InputLatency {
     pub fn record(&mut self, d: Duration) {
-        self.0
-            .saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
+        record_us(&mut self.0, d);
     }
 
     /// `None` before the first sample.
@@ -148,8 +154,7 @@ impl LatencyStats {
         }
         for ((_, interval), histogram) in INTERVALS.iter().zip(&mut self.histograms) {
             if let Some(d) = interval(record) {
-                histogram
-                    .saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
+                record_us(histogram, d);
             }
         }
     }

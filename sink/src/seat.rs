@@ -287,7 +287,8 @@ impl Seat {
         // first enable only from a dispatch).
         let started = Instant::now();
         loop {
-            inner.dispatch();
+            // (Not `dispatch`: the first enable is no news to tell.)
+            inner.dispatch_locked(&inner.handle.lock().unwrap_or_else(|p| p.into_inner()));
             if inner.events.enabled.load(Ordering::SeqCst) {
                 break;
             }
@@ -313,10 +314,6 @@ impl Seat {
             inner,
             _thread: closer,
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.inner.name
     }
 
     /// The seat is ours: the card is master, input devices can be opened.

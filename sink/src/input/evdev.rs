@@ -5,14 +5,16 @@
 //! would add a C library and a udev context for gestures this slice does
 //! not forward.
 //!
-//! Opening a device is [`open_device`], the one place a seat (libseat,
-//! logind's `TakeDevice`) will hand out the fd instead of `open(2)`.
+//! Opening a device is [`open_device`]: `open(2)`, or the fd the seat
+//! (libseat: seatd, logind) hands out.
 
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use crate::seat::{Seat, SeatLease};
 
 // Event types and codes (the kernel's `input-event-codes.h`).
 pub const EV_SYN: u16 = 0x00;
@@ -205,14 +207,22 @@ impl Capabilities {
     }
 }
 
-/// Opens an evdev node for reading, non-blocking. The one way a device is
-/// opened: a seat backend replaces this.
-pub fn open_device(path: &Path) -> io::Result<OwnedFd> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    Ok(file.into())
+/// Opens an evdev node for reading, non-blocking: itself, or through
+/// `seat` (then with the seat's lease on it, to drop before the fd).
+pub fn open_device(path: &Path, seat: Option<&Seat>) -> io::Result<(OwnedFd, Option<SeatLease>)> {
+    let Some(seat) = seat else {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)?;
+        return Ok((file.into(), None));
+    };
+    let (fd, lease) = seat.open_device(path)?;
+    // The seat's fd comes as seatd opened it: reads here must not block.
+    let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok((fd, Some(lease)))
 }
 
 mod ioctl {

@@ -501,18 +501,7 @@ impl Reader {
         if self.open.iter().any(|o| o.rdev == rdev) || self.ignored.contains(&rdev) {
             return;
         }
-        let opened = match &self.options.seat {
-            Some(seat) => seat.open_device(path).map(|(fd, lease)| (fd, Some(lease))),
-            None => evdev::open_device(path).map(|fd| (fd, None)),
-        };
-        // The seat's fds come as seatd opened them: reads here must not
-        // block.
-        let opened = opened.and_then(|(fd, lease)| {
-            let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
-            let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
-            Ok((fd, lease))
-        });
+        let opened = evdev::open_device(path, self.options.seat.as_ref());
         let (fd, lease) = match opened {
             Ok(opened) => opened,
             Err(err) => {

@@ -341,11 +341,9 @@ impl Card {
     }
 
     /// [`Card::open_by_driver`], each card opened as `access` says (with a
-    /// seat, the user may not open a card to read its driver's name).
+    /// seat, the user may not open a card to read its driver's name); the
+    /// card found is kept open, not opened again.
     pub fn open_by_driver_with(driver: &str, access: &CardAccess) -> Result<Card, KmsError> {
-        if let CardAccess::Direct = access {
-            return Card::open(find_node(NodeKind::Primary, driver)?);
-        }
         let mut seen = Vec::new();
         for path in nodes(NodeKind::Primary)? {
             let (file, lease) = access.open(&path)?;
