@@ -20,6 +20,10 @@ apt_install_from bookworm dbus-daemon pkg-config jq
 # seatd and libseat (loaded at run time): `display --seat`, and its lab test;
 # systemd-analyze checks the service unit.
 apt_install_from bookworm seatd libseat1 systemd
+# libvirt from bookworm-backports (11.3, built for QEMU 10): `--domain`
+# loads libvirt.so.0 at run time; the libvirt tests start its daemons
+# (scripts/libvirtd.sh) and domains of their own.
+apt_install_from bookworm-backports libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 
 if [[ "${QEMU_SINK_SKIP_LAB_SETUP:-0}" != 1 ]]; then
     "$here/lab/setup.sh"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # scripts/lab/run.sh CMD...: runs CMD inside the DRM lab and returns its exit
 # status. The lab is a virtme-ng VM (set up by scripts/lab/setup.sh, see
-# /work/shared/LAB.md): Debian's 6.12 kernel over the host's root file system
+# README.md's Tests section): Debian's 6.12 kernel over the host's root file system
 # (read-only; /tmp, /etc, /var, /usr, $HOME are throw-away overlays) with
-# virtio_gpu, vkms (writeback and overlay planes on), vgem, /dev/udmabuf and
+# virtio_gpu (two outputs: the second disconnected until a test forces it), vkms (writeback and overlay planes on), vgem, /dev/udmabuf and
 # Mesa's llvmpipe. The project directory (and the cargo target directory) are
 # shared read-write; CMD runs in the project directory with QEMU_SINK_LAB=1.
 #
@@ -144,7 +144,7 @@ cmd=(
     # A stock kernel dies on this host's KVM; microvm has no PCI for virtio-gpu.
     --disable-kvm --disable-microvm
     --memory "${LAB_MEMORY:-2G}" --cpus "${LAB_CPUS:-1}"
-    --qemu-opts="-device virtio-gpu-pci"
+    --qemu-opts="-device virtio-gpu-pci,max_outputs=2"
     "${rwdirs[@]}"
     --exec "bash $(printf '%q %q' "$lab/guest.sh" "$lab")"
 )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up the DRM lab (see /work/shared/LAB.md): a virtme-ng VM running Debian's
+# Sets up the DRM lab (see README.md's Tests section): a virtme-ng VM running Debian's
 # 6.12 kernel from bookworm-backports over the host's root file system, with
 # vkms (built here out of tree, with the writeback possible_clones fix), vgem,
 # udmabuf and Mesa's llvmpipe. scripts/lab/run.sh boots it.

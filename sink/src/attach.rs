@@ -1,6 +1,7 @@
 //! Finding a QEMU and attaching a listener to one of its consoles: on a bus
 //! (`--bus`, default the session bus; `--vm` picks one of several QEMUs
-//! queued on `org.qemu`), or bus-less over QMP (`--qmp`, p2p).
+//! queued on `org.qemu`), bus-less over QMP (`--qmp`, p2p), or through
+//! libvirt (`--domain`: the domain's own bus, or its p2p socket).
 
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -40,6 +41,8 @@ pub enum AttachError {
     Qmp(#[from] QmpError),
     #[error("creating the listener socket: {0}")]
     Socket(#[from] std::io::Error),
+    #[error(transparent)]
+    Libvirt(#[from] crate::libvirt::LibvirtError),
 }
 
 /// The longest any one call to QEMU may take, and the p2p handshakes: a
@@ -111,6 +114,10 @@ pub struct AttachOptions {
     pub qmp: Option<PathBuf>,
     /// A VM's name or UUID, to pick one of several on the bus.
     pub vm: Option<String>,
+    /// A libvirt domain's name or UUID: its display found through libvirt.
+    pub domain: Option<String>,
+    /// libvirt's connection URI for `domain` (default: libvirt's own).
+    pub connect: Option<String>,
     pub console: u32,
     pub listener: ListenerOptions,
 }
@@ -125,26 +132,59 @@ pub struct Control {
 
 impl Control {
     pub fn connect(options: &AttachOptions) -> Result<Control, AttachError> {
+        if let Some(domain) = &options.domain {
+            let libvirt = crate::libvirt::Libvirt::connect(options.connect.as_deref())?;
+            return match libvirt.display(domain)? {
+                crate::libvirt::DomainDisplay::P2p(fd) => {
+                    drop(libvirt);
+                    tracing::info!("domain {domain}: its display p2p, through libvirt");
+                    Control::p2p(UnixStream::from(fd), format!("domain {domain} (p2p)"))
+                }
+                crate::libvirt::DomainDisplay::Bus { address } => {
+                    tracing::info!("domain {domain}: its display on libvirt's bus {address}");
+                    Control::on_bus(Some(&address), None).map_err(|err| match err {
+                        AttachError::Dbus { what, source } => AttachError::Dbus {
+                            what: format!(
+                                "{what} (domain {domain}'s bus: libvirt lets root and its \
+                                 QEMU user on it)"
+                            ),
+                            source,
+                        },
+                        other => other,
+                    })
+                }
+            };
+        }
         if let Some(path) = &options.qmp {
             let (ours, theirs) = UnixStream::pair()?;
             Qmp::connect(path)?.add_dbus_client(theirs.as_fd())?;
             drop(theirs);
-            let socket = ours.try_clone()?;
-            let peer = format!("QEMU at {}", path.display());
-            let connection = bounded_handshake(&socket, &peer, "the p2p handshake", || {
-                zbus::blocking::connection::Builder::async_io_unix_stream(ours)
-                    .p2p()
-                    .method_timeout(CALL_TIMEOUT)
-                    .build()
-            })?;
-            return Ok(Control {
-                connection,
-                peer: None,
-            });
+            return Control::p2p(ours, format!("QEMU at {}", path.display()));
         }
-        let (builder, what) = match &options.bus {
+        Control::on_bus(options.bus.as_deref(), options.vm.as_deref())
+    }
+
+    /// The control connection on a socket to QEMU's display itself.
+    fn p2p(socket: UnixStream, peer: String) -> Result<Control, AttachError> {
+        let watched = socket.try_clone()?;
+        let connection = bounded_handshake(&watched, &peer, "the p2p handshake", || {
+            zbus::blocking::connection::Builder::async_io_unix_stream(socket)
+                .p2p()
+                .method_timeout(CALL_TIMEOUT)
+                .build()
+        })?;
+        Ok(Control {
+            connection,
+            peer: None,
+        })
+    }
+
+    /// The control connection on the bus at `address` (the session bus if
+    /// none), to the QEMU named or with the UUID `vm` (the first if none).
+    fn on_bus(address: Option<&str>, vm: Option<&str>) -> Result<Control, AttachError> {
+        let (builder, what) = match address {
             Some(address) => (
-                zbus::blocking::connection::Builder::address(address.as_str()),
+                zbus::blocking::connection::Builder::address(address),
                 format!("connecting to the bus at {address}"),
             ),
             None => (
@@ -156,24 +196,24 @@ impl Control {
             .and_then(|b| b.method_timeout(CALL_TIMEOUT).build())
             .map_err(dbus_err(what))?;
         let BusSurvey { vms, mut silent } = survey_bus(&connection)?;
-        let found = match &options.vm {
+        let found = match vm {
             None => vms.into_iter().next(),
             Some(wanted) => vms
                 .into_iter()
-                .find(|vm| &vm.name == wanted || vm.uuid.eq_ignore_ascii_case(wanted)),
+                .find(|vm| vm.name == wanted || vm.uuid.eq_ignore_ascii_case(wanted)),
         };
-        let vm = match found {
+        let vm_info = match found {
             Some(vm) => vm,
             // What was not found may be the peer that did not answer: say so.
             None if !silent.is_empty() => return Err(silent.swap_remove(0)),
-            None => match &options.vm {
+            None => match vm {
                 None => return Err(AttachError::NoVm),
-                Some(wanted) => return Err(AttachError::VmNotFound(wanted.clone())),
+                Some(wanted) => return Err(AttachError::VmNotFound(wanted.to_owned())),
             },
         };
         Ok(Control {
             connection,
-            peer: vm.unique_name,
+            peer: vm_info.unique_name,
         })
     }
 

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod frame;
 pub mod input;
 pub mod latency;
+pub mod libvirt;
 pub mod notify;
 pub mod output;
 pub mod qmp;

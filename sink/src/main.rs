@@ -42,11 +42,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// List every QEMU on the bus: unique name, Name, UUID and consoles.
+    /// List every QEMU on the bus (unique name, Name, UUID and consoles),
+    /// libvirt's domains, and the monitors.
     List {
         /// D-Bus address of the bus (default: the session bus).
         #[arg(long)]
         bus: Option<String>,
+        /// libvirt's connection URI (default: qemu:///system when its
+        /// daemon runs, or LIBVIRT_DEFAULT_URI).
+        #[arg(long)]
+        connect: Option<String>,
     },
     /// Capture a console to PNG, rewritten each time the screen changes.
     Capture(CaptureArgs),
@@ -91,6 +96,14 @@ struct AttachArgs {
     /// Name or UUID of the VM, when several QEMUs share the bus.
     #[arg(long, conflicts_with = "qmp")]
     vm: Option<String>,
+    /// A libvirt domain (name or UUID) with <graphics type='dbus'/>: its
+    /// display is found through libvirt (its bus, or p2p='yes').
+    #[arg(long, conflicts_with_all = ["bus", "qmp", "vm"])]
+    domain: Option<String>,
+    /// libvirt's connection URI for --domain (default: libvirt's own,
+    /// qemu:///system for root).
+    #[arg(long, requires = "domain")]
+    connect: Option<String>,
     /// Console number.
     #[arg(long, default_value_t = 0)]
     console: u32,
@@ -106,6 +119,8 @@ impl AttachArgs {
             bus: self.bus.clone(),
             qmp: self.qmp.clone(),
             vm: self.vm.clone(),
+            domain: self.domain.clone(),
+            connect: self.connect.clone(),
             console: self.console,
             listener: ListenerOptions {
                 map: !self.no_map,
@@ -585,17 +600,36 @@ fn run_head(
     write_reports(&report, &files)
 }
 
+/// libvirt's domains for `list`: at `uri`, else at libvirt's default URI
+/// when `LIBVIRT_DEFAULT_URI` says it, else at qemu:///system when its
+/// daemon runs (never a session daemon started just to list).
+fn list_domains(uri: Option<&str>) -> anyhow::Result<Vec<sink::libvirt::DomainInfo>> {
+    let asked = uri.is_some();
+    let uri = match uri {
+        Some(uri) => Some(uri),
+        None if std::env::var_os("LIBVIRT_DEFAULT_URI").is_some() => None,
+        None if std::path::Path::new("/run/libvirt/libvirt-sock").exists() => {
+            Some("qemu:///system")
+        }
+        None => return Ok(Vec::new()),
+    };
+    match sink::libvirt::Libvirt::connect(uri).and_then(|l| l.domains()) {
+        Ok(domains) => Ok(domains),
+        Err(err) if !asked => {
+            eprintln!("(no libvirt domains listed: {err})");
+            Ok(Vec::new())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// `--heads auto`: the VM's graphic consoles in order, each on the next
-/// connected monitor, one per card (heads on one card are not supported
-/// yet); what is left over on either side is said.
+/// connected monitor (card by card, connector by connector); what is left
+/// over on either side is said.
 fn auto_heads(attach: &AttachArgs) -> anyhow::Result<Vec<HeadSpec>> {
     let vm = Control::connect(&attach.options())?.describe()?;
     let consoles: Vec<_> = vm.consoles.iter().filter(|c| c.kind == "Graphic").collect();
-    let mut cards = std::collections::HashSet::new();
-    let monitors: Vec<_> = sink::output::kms::connected_outputs()?
-        .into_iter()
-        .filter(|m| cards.insert(m.card.clone()))
-        .collect();
+    let monitors = sink::output::kms::connected_outputs()?;
     let heads: Vec<HeadSpec> = consoles
         .iter()
         .zip(&monitors)
@@ -620,7 +654,7 @@ fn auto_heads(attach: &AttachArgs) -> anyhow::Result<Vec<HeadSpec>> {
     }
     if heads.is_empty() {
         bail!(
-            "heads auto: {} graphic consoles, {} cards with a connected monitor",
+            "heads auto: {} graphic consoles, {} connected monitors",
             consoles.len(),
             monitors.len()
         );
@@ -646,13 +680,17 @@ fn run_heads(
             if a.console == b.console {
                 bail!("console {} is given two heads", a.console);
             }
+            // Heads on one card share it (one open file, flip events
+            // shared out by CRTC), but not a connector.
             let card = |h: &HeadSpec| h.card.clone().or_else(|| args.device.clone());
-            if card(a) == card(b) {
+            if card(a) == card(b) && a.connector == b.connector {
                 bail!(
-                    "heads {} and {} are on the same card ({}): several heads on one card are \
-                     not supported yet; give each head a card of its own",
+                    "heads {} and {} are both given {} on {}",
                     a.console,
                     b.console,
+                    a.connector
+                        .as_deref()
+                        .unwrap_or("the first connected connector"),
                     card(a).map_or("the default card".into(), |c| c.display().to_string())
                 );
             }
@@ -708,7 +746,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     targets.add(shared.clone());
     sink::signals::forward_stop_signals(targets.clone());
     match cli.command {
-        Command::List { bus } => {
+        Command::List { bus, connect } => {
+            let explicit_bus = bus.is_some();
             let control = Control::connect(&AttachOptions {
                 bus,
                 ..AttachOptions::default()
@@ -716,8 +755,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let vms = match control {
                 Ok(control) => list_vms_on_bus(&control.connection)?,
                 Err(sink::attach::AttachError::NoVm) => Vec::new(),
+                // No session bus (root on a server): libvirt's domains and
+                // the monitors are still worth listing.
+                Err(err) if !explicit_bus => {
+                    eprintln!("(no QEMU listed from the session bus: {err})");
+                    Vec::new()
+                }
                 Err(err) => return Err(err.into()),
             };
+            let domains = list_domains(connect.as_deref())?;
             // The other source: a vdmabuf consumer node, if the kernel has one.
             let vdmabuf = std::path::Path::new(sink::source::vdmabuf::DEFAULT_NODE);
             if vdmabuf.exists() {
@@ -726,8 +772,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     vdmabuf.display()
                 );
             }
-            if vms.is_empty() && !vdmabuf.exists() {
-                bail!("no QEMU with -display dbus on the bus, and no vdmabuf node");
+            if vms.is_empty() && domains.is_empty() && !vdmabuf.exists() {
+                bail!(
+                    "no QEMU with -display dbus on the bus, no libvirt domain, and no vdmabuf node"
+                );
+            }
+            for domain in &domains {
+                println!(
+                    "domain\t{}\tuuid={}\tstate={}\tdisplay={}",
+                    domain.name,
+                    domain.uuid,
+                    if domain.active { "running" } else { "off" },
+                    domain.display
+                );
             }
             for vm in vms {
                 println!(

@@ -234,19 +234,43 @@ pub fn assert_shown_directly(log: &str, frames: u64) {
     );
 }
 
-/// The sysfs directory of `card`'s first non-writeback connector
-/// (`/sys/class/drm/card1-Virtual-2`).
-fn first_connector_dir(card: &Path) -> PathBuf {
+/// The sysfs directories of `card`'s non-writeback connectors in the
+/// kernel's order (`/sys/class/drm/card1-Virtual-2`, ...).
+fn connector_dirs(card: &Path) -> Vec<PathBuf> {
     let card = card.file_name().unwrap().to_str().unwrap().to_owned();
-    std::fs::read_dir("/sys/class/drm")
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/class/drm")
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| {
+        .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
             name.starts_with(&format!("{card}-")) && !name.contains("Writeback")
         })
+        .collect();
+    // By connector id: the order the kernel lists them in.
+    dirs.sort_by_key(|dir| {
+        std::fs::read_to_string(dir.join("connector_id"))
+            .ok()
+            .and_then(|id| id.trim().parse::<u32>().ok())
+    });
+    dirs
+}
+
+/// The sysfs directory of `card`'s first non-writeback connector.
+fn first_connector_dir(card: &Path) -> PathBuf {
+    connector_dirs(card)
+        .into_iter()
+        .next()
         .expect("the card's connector in sysfs")
+}
+
+/// The kernel's names of `card`'s non-writeback connectors, in order.
+pub fn connectors(card: &Path) -> Vec<String> {
+    let prefix = card.file_name().unwrap().to_string_lossy().len() + 1;
+    connector_dirs(card)
+        .iter()
+        .map(|dir| dir.file_name().unwrap().to_string_lossy()[prefix..].to_owned())
+        .collect()
 }
 
 /// The kernel's name of `card`'s first non-writeback connector, as
@@ -266,6 +290,14 @@ impl ForcedConnector {
     /// The sysfs `status` file of `card`'s first non-writeback connector.
     pub fn of(card: &Path) -> ForcedConnector {
         ForcedConnector(first_connector_dir(card).join("status"))
+    }
+
+    /// The sysfs `status` file of `card`'s connector `name` (`Virtual-2`).
+    pub fn named(card: &Path, name: &str) -> ForcedConnector {
+        let card = card.file_name().unwrap().to_string_lossy();
+        ForcedConnector(PathBuf::from(format!(
+            "/sys/class/drm/{card}-{name}/status"
+        )))
     }
 
     pub fn force(&self, how: &str) {

@@ -157,6 +157,14 @@ impl Drop for Sink {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            // A test that failed with the sink still running: its log is
+            // what tells why.
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- qemu-sink's log ---\n{}--- end of qemu-sink's log ---",
+                    self.log()
+                );
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The Vdmabuf RFC's user ABI (`/work/shared/reference/vdmabuf-abi.md`) as
+//! The Vdmabuf RFC's user ABI (its v4 patches' uapi header, byte by byte) as
 //! tests speak it: the `#[repr(C)]` structs, the three ioctls, a [`Producer`]
 //! on `/dev/virtio-vdmabuf` (exports DMA-BUFs, reads release notices) and a
 //! [`Consumer`] on `/dev/vhost-vdmabuf` (reads export events, imports,

@@ -1,5 +1,5 @@
 //! The vdmabuf loopback module (`tests/vdmabuf-loopback/`) against the ABI
-//! of `/work/shared/reference/vdmabuf-abi.md`: export → event → import →
+//! of `tests/src/vdmabuf.rs` (the RFC's uapi): export → event → import →
 //! release → notice, every bad call's errno, full queues, whole-event reads,
 //! what closing a node does, and 1000 cycles that leave no fd, no DMA-BUF
 //! reference and no module reference behind (the module is removed and

@@ -1,5 +1,5 @@
 //! vdmabuf export events as a frame source (the Vdmabuf RFC v4 consumer
-//! ABI, `shared/reference/vdmabuf-abi.md`): each export event is a new
+//! ABI, spelled out in the module `vdmabuf` of the tests crate): each export event is a new
 //! frame; its buffer is IMPORTed as a DMA-BUF, checked, and handed to the
 //! output as the same typed events the D-Bus source makes.
 //!

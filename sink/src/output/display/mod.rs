@@ -50,7 +50,7 @@ use crate::latency::LatencyStats;
 use crate::output::gl_capture::first_draw;
 use crate::output::headless::Stopped;
 use crate::output::kms::{
-    Card, CardAccess, Committer, FlipEvent, Framebuffer, KmsError, ModeSpec, Pipe, Rect,
+    Card, CardAccess, CardChoice, Committer, FlipEvent, Framebuffer, KmsError, ModeSpec, Rect,
     ScanoutBuffer,
 };
 use crate::state::{Shared, StopReason};
@@ -274,15 +274,15 @@ impl Display {
     /// Opens the card, picks the pipe, brings up the renderer (warmed up:
     /// the first draw compiles shaders) and lights the monitor black.
     pub fn open(options: DisplayOptions) -> Result<Display, DisplayError> {
-        let card = Arc::new(match &options.device {
-            // A bare name that is no file: the card of that kernel driver.
-            Some(name) if !name.exists() && name.components().count() == 1 => {
-                Card::open_by_driver_with(&name.to_string_lossy(), &options.access)?
-            }
-            Some(path) => Card::open_with(path, &options.access)?,
-            None => Card::open_default_with(&options.access)?,
-        });
-        let pipe = Pipe::select(&card, options.connector.as_deref(), options.mode.as_ref())?;
+        // Another head on the same card shares its open file.
+        let choice = CardChoice::from_option(options.device.as_deref());
+        let card = Card::open_shared(&choice, &options.access)?;
+        let committer: Committer<Shown<Picture>> = Committer::select(
+            card.clone(),
+            options.connector.as_deref(),
+            options.mode.as_ref(),
+        )?;
+        let pipe = committer.pipe();
         let mode_size = pipe.size();
         let fourcc = [DrmFourcc::Xrgb8888, DrmFourcc::Argb8888]
             .into_iter()
@@ -295,7 +295,6 @@ impl Display {
             })?;
         let capture = Capture::new(&card, options.capture.clone());
         let has_cursor_plane = pipe.cursor.is_some();
-        let committer = Committer::carrying(card.clone(), pipe)?;
         let started = Instant::now();
         let mut renderer = Renderer::new(&options.render_device)?;
         first_draw(&mut renderer)?;
@@ -381,9 +380,14 @@ impl Display {
             if let Some(turn) = crate::notify::turn_at_least_every() {
                 wait = wait.min(turn);
             }
-            let card_ready = wait_for(self.card.as_fd(), wake, wait).map_err(DisplayError::Poll)?;
+            let flips_ready = wait_for(
+                [self.card.as_fd(), self.committer.flip_wake_fd()],
+                wake,
+                wait,
+            )
+            .map_err(DisplayError::Poll)?;
             shared.clear_wake();
-            if card_ready {
+            if flips_ready {
                 self.read_flips(Duration::ZERO)?;
             }
             self.check_flip_timeout();
@@ -522,13 +526,9 @@ impl Display {
         Ok(())
     }
 
-    /// Reads the card's flip events (waiting at most `timeout`).
+    /// Reads our CRTC's flip events (waiting at most `timeout`).
     fn read_flips(&mut self, timeout: Duration) -> Result<(), KmsError> {
-        let ours = self.committer.pipe().crtc;
         for flip in self.committer.read_events(timeout)? {
-            if flip.event.crtc != ours {
-                continue;
-            }
             self.counters.flips += 1;
             if let Some(shown) = flip.payload {
                 self.flipped(shown, flip.event);
@@ -712,10 +712,11 @@ fn with_targets(
         .collect()
 }
 
-/// Waits until the card has events (true) or the state changed (false),
-/// at most `timeout`.
+/// Waits until flip events came (true: the card has events, or another
+/// head's thread read ours off it) or the state changed (false), at most
+/// `timeout`.
 fn wait_for(
-    card: BorrowedFd<'_>,
+    [card, routed]: [BorrowedFd<'_>; 2],
     wake: BorrowedFd<'_>,
     timeout: Duration,
 ) -> std::io::Result<bool> {
@@ -724,12 +725,13 @@ fn wait_for(
     let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
     let mut fds = [
         PollFd::new(card, PollFlags::POLLIN),
+        PollFd::new(routed, PollFlags::POLLIN),
         PollFd::new(wake, PollFlags::POLLIN),
     ];
     match poll(&mut fds, ms) {
-        Ok(_) => Ok(fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN))),
+        Ok(_) => Ok(fds[..2]
+            .iter()
+            .any(|fd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))),
         Err(Errno::EINTR) => Ok(false),
         Err(e) => Err(e.into()),
     }

@@ -5,7 +5,7 @@
 
 use super::link::Link;
 use super::{canvases, Display, DisplayError, Next};
-use crate::output::kms::{CardAccess, Pipe};
+use crate::output::kms::CardAccess;
 use crate::state::{Monitor, Shared};
 
 impl Display {
@@ -106,8 +106,7 @@ impl Display {
     /// changed, lights it black and shows the guest's picture again.
     /// Nothing changes if the new buffers cannot be made.
     fn replug(&mut self) -> Result<(), DisplayError> {
-        let name = self.committer.pipe().name.clone();
-        let pipe = Pipe::select(&self.card, Some(&name), self.options.mode.as_ref())?;
+        let pipe = self.committer.reselect(self.options.mode.as_ref())?;
         let size = pipe.size();
         let resized = if self.canvases[0].buffer.size() != size {
             Some(canvases(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use drm::buffer::{DrmFourcc, DrmModifier};
 use drm::control::atomic::AtomicModeReq;
 use drm::control::{
-    crtc, property, AtomicCommitFlags, Device as ControlDevice, Event, Mode, ResourceHandle,
+    crtc, property, AtomicCommitFlags, Device as ControlDevice, Mode, ResourceHandle,
 };
 use nix::errno::Errno;
 
@@ -17,8 +17,9 @@ pub use dmabuf::Rect;
 
 use super::device::{Card, PropMap};
 use super::error::KmsError;
+use super::events::FlipRoute;
 use super::framebuffer::Framebuffer;
-use super::pipe::{describe, Pipe};
+use super::pipe::{describe, ModeSpec, Pipe};
 use super::plane::Plane;
 
 /// What a plane shows: `src` of `fb` on the CRTC's `dst`. Different sizes
@@ -277,6 +278,12 @@ pub struct Committer<P = ()> {
     /// still hold it (a fence not signalled), until its event comes late.
     abandoned: Option<Instant>,
     saved: Saved,
+    /// Our CRTC's page-flip events (the card may carry other heads').
+    route: FlipRoute,
+    /// Our entry in the card's [`PipeClaims`](super::pipe::PipeClaims).
+    claim: u64,
+    /// The flip events of one read (kept: no allocation per flip).
+    events: Vec<FlipEvent>,
 }
 
 /// How long after giving up on a flip the kernel is assumed to hold it
@@ -289,7 +296,54 @@ impl<P> Committer<P> {
     ///
     /// [`restore`]: Committer::restore
     pub fn carrying(card: Arc<Card>, pipe: Pipe) -> Result<Committer<P>, KmsError> {
-        let saved = Saved::read(&card, &pipe)?;
+        let claim = card.pipe_claims().claim(pipe.objects()).map_err(|clash| {
+            card.not_found(format!(
+                "{} needs objects {clash:?}, which another output of ours drives",
+                pipe.name
+            ))
+        })?;
+        Committer::with_claim(card, pipe, claim)
+    }
+
+    /// Selects a pipe as [`Pipe::select`] does among what no other output
+    /// of ours drives on the card, and takes it over (the choice and the
+    /// claim in one step: two heads starting at once never pick the same
+    /// CRTC).
+    pub fn select(
+        card: Arc<Card>,
+        connector: Option<&str>,
+        mode: Option<&ModeSpec>,
+    ) -> Result<Committer<P>, KmsError> {
+        let (pipe, claim) = {
+            let mut claims = card.pipe_claims();
+            let pipe = Pipe::select_avoiding(&card, connector, mode, &claims.taken(None))?;
+            let claim = claims
+                .claim(pipe.objects())
+                .expect("chosen among the free ones under the lock");
+            (pipe, claim)
+        };
+        Committer::with_claim(card, pipe, claim)
+    }
+
+    /// Our connector's pipe chosen again (after a replug: the mode may
+    /// differ), among what no other output of ours drives; for
+    /// [`Committer::replace_pipe`].
+    pub fn reselect(&self, mode: Option<&ModeSpec>) -> Result<Pipe, KmsError> {
+        let claims = self.card.pipe_claims();
+        Pipe::select_avoiding(
+            &self.card,
+            Some(&self.pipe.name),
+            mode,
+            &claims.taken(Some(self.claim)),
+        )
+    }
+
+    fn with_claim(card: Arc<Card>, pipe: Pipe, claim: u64) -> Result<Committer<P>, KmsError> {
+        let release = |card: &Card| card.pipe_claims().release(claim);
+        let saved = Saved::read(&card, &pipe).inspect_err(|_| release(&card))?;
+        let route = card
+            .route_flips(pipe.crtc)
+            .inspect_err(|_| release(&card))?;
         tracing::debug!(
             "{}: {} before us: {saved:?}",
             card.path().display(),
@@ -302,7 +356,16 @@ impl<P> Committer<P> {
             pending: None,
             abandoned: None,
             saved,
+            route,
+            claim,
+            events: Vec::new(),
         })
+    }
+
+    /// Readable when another output's thread read an event of our CRTC
+    /// off the card (poll it beside the card's fd).
+    pub fn flip_wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.route.wake_fd()
     }
 
     pub fn card(&self) -> &Arc<Card> {
@@ -325,6 +388,15 @@ impl<P> Committer<P> {
     /// settle it first to keep it.)
     pub fn replace_pipe(&mut self, pipe: Pipe) {
         self.settle();
+        self.card.pipe_claims().replace(self.claim, pipe.objects());
+        if pipe.crtc != self.route.crtc {
+            match self.card.route_flips(pipe.crtc) {
+                Ok(route) => self
+                    .card
+                    .unroute_flips(&std::mem::replace(&mut self.route, route)),
+                Err(err) => tracing::error!("following {:?}'s flip events: {err}", pipe.crtc),
+            }
+        }
         self.pipe = pipe;
         self.active = false;
     }
@@ -497,54 +569,31 @@ impl<P> Committer<P> {
         submit(&self.card, request, AtomicCommitFlags::empty())
     }
 
-    /// Reads the card's page-flip events, waiting at most `timeout` for
-    /// the first. Our CRTC's event ends the flip in flight and brings its
-    /// payload back.
+    /// Reads our CRTC's page-flip events, waiting at most `timeout` for
+    /// the first (other CRTCs' events on the card go to their owners). The
+    /// event of the flip in flight ends it and brings its payload back.
     pub fn read_events(&mut self, timeout: Duration) -> Result<Vec<Flipped<P>>, KmsError> {
-        if !self.card.wait_readable(timeout)? {
-            return Ok(Vec::new());
-        }
-        let events = self
-            .card
-            .receive_events()
-            .map_err(self.card.err("read (DRM events)"))?;
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let read = self.card.take_flips(&self.route, timeout, &mut events);
         let mut flips = Vec::new();
-        for event in events {
-            match event {
-                Event::PageFlip(e) => {
-                    if e.crtc == self.pipe.crtc && self.pending.is_none() {
-                        // The flip given up on completed after all.
-                        self.abandoned = None;
-                    }
-                    let payload = match self.pending.take_if(|_| e.crtc == self.pipe.crtc) {
-                        Some(flight) => {
-                            tracing::trace!(
-                                "flip done {:?} after the commit",
-                                flight.since.elapsed()
-                            );
-                            Some(flight.payload)
-                        }
-                        None => None,
-                    };
-                    flips.push(Flipped {
-                        event: FlipEvent {
-                            crtc: e.crtc,
-                            sequence: e.frame,
-                            time: e.duration,
-                        },
-                        payload,
-                    });
-                }
-                Event::Vblank(_) => {}
-                Event::Unknown(raw) => tracing::debug!("unknown DRM event ({} bytes)", raw.len()),
+        for &event in &events {
+            if self.pending.is_none() {
+                // The flip given up on completed after all.
+                self.abandoned = None;
             }
+            let payload = self.pending.take().map(|flight| {
+                tracing::trace!("flip done {:?} after the commit", flight.since.elapsed());
+                flight.payload
+            });
+            flips.push(Flipped { event, payload });
         }
+        self.events = events;
+        read?;
         Ok(flips)
     }
 
-    /// Waits (at most `timeout`) for the flip in flight to complete. Other
-    /// CRTCs' events read meanwhile are dropped: with several pipes on one
-    /// card, call [`Committer::read_events`] and route them instead.
+    /// Waits (at most `timeout`) for the flip in flight to complete.
     pub fn wait_flip(&mut self, timeout: Duration) -> Result<FlipEvent, KmsError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -706,6 +755,8 @@ impl<P> Drop for Committer<P> {
                 tracing::warn!("{}: on shutdown: {err}", self.card.path().display());
             }
         }
+        self.card.unroute_flips(&self.route);
+        self.card.pipe_claims().release(self.claim);
     }
 }
 

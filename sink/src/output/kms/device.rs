@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use drm::buffer;
@@ -17,6 +17,8 @@ use drm::{ClientCapability, Device, DriverCapability};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::error::KmsError;
+use super::events::FlipRoutes;
+use super::pipe::PipeClaims;
 use crate::seat::{Seat, SeatLease};
 
 /// What the driver can do, read once at open.
@@ -48,6 +50,10 @@ pub struct Card {
     caps: Caps,
     /// Open GEM handles (raw) → users; closed when the last one goes.
     gem: Mutex<HashMap<u32, usize>>,
+    /// Page-flip events shared out to the CRTCs' owners.
+    pub(super) flips: FlipRoutes,
+    /// What each pipe of ours drives here.
+    pipes: Mutex<PipeClaims>,
 }
 
 impl AsFd for Card {
@@ -104,6 +110,31 @@ impl CardAccess {
                 })?;
                 Ok((File::from(fd), Some(lease)))
             }
+        }
+    }
+}
+
+/// Which card an output drives (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardChoice {
+    /// The node at this path.
+    Path(PathBuf),
+    /// The first card of this kernel driver (e.g. `vkms`).
+    Driver(String),
+    /// The first card with a connected connector.
+    FirstConnected,
+}
+
+impl CardChoice {
+    /// `--device`'s value: a path, or a bare name that is no file (a
+    /// kernel driver's name); none: the first card with a monitor.
+    pub fn from_option(device: Option<&Path>) -> CardChoice {
+        match device {
+            Some(name) if !name.exists() && name.components().count() == 1 => {
+                CardChoice::Driver(name.to_string_lossy().into_owned())
+            }
+            Some(path) => CardChoice::Path(path.to_owned()),
+            None => CardChoice::FirstConnected,
         }
     }
 }
@@ -262,6 +293,8 @@ impl Card {
                 cursor_hotspot: false,
             },
             gem: Mutex::new(HashMap::new()),
+            flips: FlipRoutes::default(),
+            pipes: Mutex::new(PipeClaims::default()),
         };
         card.driver = driver_name(&card, path)?;
         // The seat's fd is master while the seat is ours (and SET_MASTER
@@ -362,6 +395,59 @@ impl Card {
                 seen.join(", ")
             }
         )))
+    }
+
+    /// The card `choice` names, opened once per process: heads on one card
+    /// share one open file, which is DRM master for all of them (master
+    /// belongs to an open file, and a second open of the node would not
+    /// be). Cards open already are looked at before unopened ones, in the
+    /// same number order.
+    pub fn open_shared(choice: &CardChoice, access: &CardAccess) -> Result<Arc<Card>, KmsError> {
+        static OPEN: Mutex<Vec<Weak<Card>>> = Mutex::new(Vec::new());
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|card| card.strong_count() > 0);
+        let opened = |path: &Path| {
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            open.iter().filter_map(Weak::upgrade).find(|card| {
+                std::fs::canonicalize(&card.path).unwrap_or_else(|_| card.path.clone()) == path
+            })
+        };
+        let card = match choice {
+            CardChoice::Path(path) => match opened(path) {
+                Some(card) => return Ok(card),
+                None => Card::open_with(path, access)?,
+            },
+            CardChoice::Driver(driver) => {
+                if let Some(card) = nodes(NodeKind::Primary)?
+                    .iter()
+                    .filter_map(|path| opened(path))
+                    .find(|card| card.driver == *driver)
+                {
+                    return Ok(card);
+                }
+                Card::open_by_driver_with(driver, access)?
+            }
+            CardChoice::FirstConnected => {
+                for path in nodes(NodeKind::Primary)? {
+                    match opened(&path) {
+                        Some(card) if has_connected_connector(&*card).unwrap_or(false) => {
+                            return Ok(card)
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                Card::open_default_with(access)?
+            }
+        };
+        let card = Arc::new(card);
+        open.push(Arc::downgrade(&card));
+        Ok(card)
+    }
+
+    /// The pipes of ours on this card (see [`PipeClaims`]).
+    pub fn pipe_claims(&self) -> MutexGuard<'_, PipeClaims> {
+        self.pipes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Shows writeback connectors, which the kernel lists only to atomic

@@ -3,9 +3,12 @@
 //! plane scans out (IN_FORMATS), DMA-BUFs and dumb buffers as framebuffers,
 //! atomic commits with page-flip events, and writeback captures.
 //!
-//! Everything here is owned by one output thread (ARCHITECTURE.md): the
-//! card is shared as an `Arc<Card>` only so that framebuffers can remove
-//! themselves on drop. Every failure names the call and the device
+//! Everything here is owned by one output thread (ARCHITECTURE.md), but
+//! the card: an `Arc<Card>`, opened once per process, shared by the heads
+//! on it (one open file is DRM master for all), which share out its
+//! page-flip events by CRTC (`events`) and claim their pipes so that no
+//! two drive the same CRTC or plane (`PipeClaims`); framebuffers hold it
+//! to remove themselves on drop. Every failure names the call and the device
 //! ([`KmsError`]).
 //!
 //! ```text
@@ -19,6 +22,7 @@
 pub mod commit;
 pub mod device;
 pub mod error;
+pub mod events;
 pub mod framebuffer;
 pub mod pipe;
 pub mod plane;
@@ -27,11 +31,13 @@ pub mod writeback;
 
 pub use commit::{Committer, FlipEvent, Flipped, PlaneConfig, Rect, Request, TestOutcome};
 pub use device::{
-    connected_outputs, find_node, Caps, Card, CardAccess, ConnectedOutput, NodeKind, PropMap,
+    connected_outputs, find_node, Caps, Card, CardAccess, CardChoice, ConnectedOutput, NodeKind,
+    PropMap,
 };
 pub use error::KmsError;
+pub use events::FlipRoute;
 pub use framebuffer::{DumbBuffer, Framebuffer, GemHandle};
-pub use pipe::{ModeSpec, Pipe};
+pub use pipe::{ModeSpec, Pipe, PipeClaims};
 pub use plane::{parse_in_formats, FormatSet, Plane};
 pub use scanout::ScanoutBuffer;
 pub use writeback::Writeback;

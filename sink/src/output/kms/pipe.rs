@@ -119,6 +119,18 @@ impl Pipe {
         connector: Option<&str>,
         mode: Option<&ModeSpec>,
     ) -> Result<Pipe, KmsError> {
+        Pipe::select_avoiding(card, connector, mode, &[])
+    }
+
+    /// [`Pipe::select`] among the objects (connectors, CRTCs, planes) not
+    /// in `taken`: those other pipes of ours drive on the same card.
+    pub fn select_avoiding(
+        card: &Card,
+        connector: Option<&str>,
+        mode: Option<&ModeSpec>,
+        taken: &[u32],
+    ) -> Result<Pipe, KmsError> {
+        let is_taken = |raw: u32| taken.contains(&raw);
         let resources = card
             .resource_handles()
             .map_err(card.err("DRM_IOCTL_MODE_GETRESOURCES"))?;
@@ -147,10 +159,18 @@ impl Pipe {
                 })?,
             None => infos
                 .iter()
-                .find(|i| i.state() == connector::State::Connected)
-                .ok_or_else(|| card.not_found(format!("no connected connector ({})", names())))?,
+                .find(|i| i.state() == connector::State::Connected && !is_taken(i.handle().into()))
+                .ok_or_else(|| {
+                    card.not_found(format!(
+                        "no connected connector that no other head shows ({})",
+                        names()
+                    ))
+                })?,
         };
         let name = info.to_string();
+        if is_taken(info.handle().into()) {
+            return Err(card.not_found(format!("{name} is shown by another head already")));
+        }
         if info.state() != connector::State::Connected {
             return Err(card.not_found(format!("{name} is {:?}", info.state())));
         }
@@ -162,9 +182,12 @@ impl Pipe {
                 modes.join(", ")
             ))
         })?;
-        let crtc = pick_crtc(card, &resources, info)?
-            .ok_or_else(|| card.not_found(format!("no CRTC can drive {name}")))?;
-        let (primary, cursor) = planes_for(card, &resources, crtc)?;
+        let crtc = pick_crtc(card, &resources, info, taken)?.ok_or_else(|| {
+            card.not_found(format!(
+                "no CRTC that no other head drives can drive {name}"
+            ))
+        })?;
+        let (primary, cursor) = planes_for(card, &resources, crtc, taken)?;
         let primary =
             primary.ok_or_else(|| card.not_found(format!("no primary plane for {crtc:?}")))?;
         let pipe = Pipe {
@@ -195,27 +218,88 @@ impl Pipe {
         let (w, h) = self.mode.size();
         (u32::from(w), u32::from(h))
     }
+
+    /// The KMS objects this pipe drives (for [`PipeClaims`]).
+    pub fn objects(&self) -> Vec<u32> {
+        let mut objects = vec![
+            self.connector.into(),
+            self.crtc.into(),
+            self.primary.handle.into(),
+        ];
+        objects.extend(self.cursor.as_ref().map(|c| u32::from(c.handle)));
+        objects
+    }
+}
+
+/// Which KMS objects each pipe of ours drives on one card, so that two
+/// heads on one card never pick the same connector, CRTC or plane.
+#[derive(Debug, Default)]
+pub struct PipeClaims {
+    next: u64,
+    claims: Vec<(u64, Vec<u32>)>,
+}
+
+impl PipeClaims {
+    /// The objects driven by pipes other than `except`.
+    pub fn taken(&self, except: Option<u64>) -> Vec<u32> {
+        self.claims
+            .iter()
+            .filter(|(id, _)| Some(*id) != except)
+            .flat_map(|(_, objects)| objects.iter().copied())
+            .collect()
+    }
+
+    /// Records a new pipe's objects; its id, or the objects some other
+    /// pipe drives already.
+    pub fn claim(&mut self, objects: Vec<u32>) -> Result<u64, Vec<u32>> {
+        let taken = self.taken(None);
+        let clash: Vec<u32> = objects
+            .iter()
+            .copied()
+            .filter(|o| taken.contains(o))
+            .collect();
+        if !clash.is_empty() {
+            return Err(clash);
+        }
+        self.next += 1;
+        self.claims.push((self.next, objects));
+        Ok(self.next)
+    }
+
+    /// The pipe `id` drives `objects` from now on (a replug).
+    pub fn replace(&mut self, id: u64, objects: Vec<u32>) {
+        match self.claims.iter_mut().find(|(c, _)| *c == id) {
+            Some((_, mine)) => *mine = objects,
+            None => self.claims.push((id, objects)),
+        }
+    }
+
+    pub fn release(&mut self, id: u64) {
+        self.claims.retain(|(c, _)| *c != id);
+    }
 }
 
 /// The CRTC driving `info` now, else the first possible one that no other
-/// connector uses, else the first possible one.
+/// connector uses, else the first possible one; never one in `taken`.
 fn pick_crtc(
     card: &Card,
     resources: &ResourceHandles,
     info: &connector::Info,
+    taken: &[u32],
 ) -> Result<Option<crtc::Handle>, KmsError> {
+    let free = |crtc: &crtc::Handle| !taken.contains(&u32::from(*crtc));
     let mut possible = Vec::new();
     for &handle in info.encoders() {
         let encoder = card
             .get_encoder(handle)
             .map_err(card.err("DRM_IOCTL_MODE_GETENCODER"))?;
         if info.current_encoder() == Some(handle) {
-            if let Some(crtc) = encoder.crtc() {
+            if let Some(crtc) = encoder.crtc().filter(free) {
                 return Ok(Some(crtc));
             }
         }
         for crtc in resources.filter_crtcs(encoder.possible_crtcs()) {
-            if !possible.contains(&crtc) {
+            if free(&crtc) && !possible.contains(&crtc) {
                 possible.push(crtc);
             }
         }
@@ -234,17 +318,21 @@ fn pick_crtc(
 }
 
 /// The primary and cursor planes that can sit on `crtc` (preferring the
-/// ones on it now).
+/// ones on it now), none in `taken`.
 fn planes_for(
     card: &Card,
     resources: &ResourceHandles,
     crtc: crtc::Handle,
+    taken: &[u32],
 ) -> Result<(Option<Plane>, Option<Plane>), KmsError> {
     let mut found: [Option<(bool, Plane)>; 2] = [None, None];
     let handles = card
         .plane_handles()
         .map_err(card.err("DRM_IOCTL_MODE_GETPLANERESOURCES"))?;
     for handle in handles {
+        if taken.contains(&u32::from(handle)) {
+            continue;
+        }
         let info = card
             .get_plane(handle)
             .map_err(card.err("DRM_IOCTL_MODE_GETPLANE"))?;
@@ -272,6 +360,25 @@ fn planes_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two heads on one card: a second pipe never gets an object the
+    /// first drives; a replug re-claims without clashing with itself; a
+    /// pipe given back frees its objects.
+    #[test]
+    fn pipe_claims_keep_heads_apart() {
+        let mut claims = PipeClaims::default();
+        let first = claims.claim(vec![30, 40, 50, 51]).unwrap();
+        assert_eq!(claims.claim(vec![31, 40, 52]), Err(vec![40]));
+        let second = claims.claim(vec![31, 41, 52, 53]).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(claims.taken(Some(second)), vec![30, 40, 50, 51]);
+        // The first head replugged: the same connector, another CRTC.
+        claims.replace(first, vec![30, 42, 54]);
+        assert_eq!(claims.taken(Some(first)), vec![31, 41, 52, 53]);
+        assert_eq!(claims.claim(vec![40]).map(|_| ()), Ok(()));
+        claims.release(second);
+        assert!(!claims.taken(None).contains(&41));
+    }
 
     #[test]
     fn parses_mode_specs() {

@@ -1,0 +1,234 @@
+//! `--domain`: VMs started by a real libvirt (Debian's libvirtd, qemu:///system,
+//! started by `scripts/libvirtd.sh`), TCG domains with SeaBIOS and a D-Bus
+//! display: on the bus libvirt starts for the domain (`<graphics
+//! type='dbus'/>`), and peer to peer through `virDomainOpenGraphicsFD`
+//! (`p2p='yes'`). `capture --domain` is compared pixel for pixel with
+//! `virsh screenshot`; `list` shows the domains; a domain that is off, has
+//! no D-Bus display or does not exist is one clear error.
+//!
+//! Starts: libvirtd and virtlogd (left running for the next test), one
+//! transient domain per test (destroyed at the end), the qemu-sink binary.
+//! Needs root (qemu:///system) and libvirt (scripts/setup.sh installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use capture::{read_png, RgbaFrame};
+use tests::sink_run::Sink;
+use tests::*;
+
+const URI: &str = "qemu:///system";
+
+fn project_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// libvirt's daemons, running (started if they are not).
+fn libvirtd() {
+    let status = Command::new("bash")
+        .arg(project_dir().join("scripts/libvirtd.sh"))
+        .arg("start")
+        .status()
+        .expect("running scripts/libvirtd.sh (is libvirt installed? scripts/setup.sh)");
+    assert!(status.success(), "scripts/libvirtd.sh start failed");
+}
+
+fn virsh(args: &[&str]) -> Output {
+    let output = Command::new("virsh")
+        .args(["-q", "-c", URI])
+        .args(args)
+        .output()
+        .expect("running virsh");
+    assert!(
+        output.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A libvirt domain of this test's: destroyed (and undefined) on drop.
+struct Domain {
+    name: String,
+}
+
+impl Domain {
+    /// The domain XML: SeaBIOS with no disk (its text screen says so),
+    /// std VGA, `graphics` as the D-Bus display (or none).
+    fn xml(name: &str, graphics: &str) -> String {
+        format!(
+            "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>128</memory>\n  \
+             <vcpu>1</vcpu>\n  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\n  \
+             <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    {graphics}\n    \
+             <video><model type='vga'/></video>\n    <memballoon model='none'/>\n  </devices>\n</domain>\n"
+        )
+    }
+
+    /// Started at once (transient).
+    fn start(dir: &TempDir, tag: &str, graphics: &str) -> Domain {
+        let domain = Domain::write(dir, tag, graphics);
+        virsh(&["create", dir.path(&format!("{tag}.xml")).to_str().unwrap()]);
+        domain
+    }
+
+    /// Defined, not started.
+    fn define(dir: &TempDir, tag: &str, graphics: &str) -> Domain {
+        let domain = Domain::write(dir, tag, graphics);
+        virsh(&["define", dir.path(&format!("{tag}.xml")).to_str().unwrap()]);
+        domain
+    }
+
+    fn write(dir: &TempDir, tag: &str, graphics: &str) -> Domain {
+        libvirtd();
+        let name = format!("qemu-sink-test-{tag}-{}", std::process::id());
+        std::fs::write(
+            dir.path(&format!("{tag}.xml")),
+            Domain::xml(&name, graphics),
+        )
+        .unwrap();
+        Domain { name }
+    }
+
+    /// Stops the guest and its text cursor's blinking, so that the
+    /// picture holds still for the comparison (as `TestVm::freeze_screen`).
+    fn freeze_screen(&self) {
+        virsh(&["suspend", &self.name]);
+        for io in ["o /b 0x3d4 0x0a", "o /b 0x3d5 0x20"] {
+            virsh(&["qemu-monitor-command", &self.name, "--hmp", io]);
+        }
+    }
+
+    /// libvirt's own picture of the console: the ground truth.
+    fn screenshot(&self, path: &Path) -> RgbaFrame {
+        virsh(&["screenshot", &self.name, "--file", path.to_str().unwrap()]);
+        read_png(path).expect("virsh screenshot's PNG")
+    }
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        for args in [["destroy", &self.name], ["undefine", &self.name]] {
+            let _ = Command::new("virsh")
+                .args(["-q", "-c", URI])
+                .args(args)
+                .output();
+        }
+    }
+}
+
+/// `capture --domain` until the frozen text screen settles, compared with
+/// `virsh screenshot`. Returns the sink's log.
+fn capture_matches_screenshot(dir: &TempDir, domain: &Domain) -> String {
+    let out = dir.path("sink.png");
+    let sink = Sink::spawn(sink_command(&[
+        "capture",
+        "--domain",
+        &domain.name,
+        "--connect",
+        URI,
+        "--out",
+        out.to_str().unwrap(),
+        "--settle",
+        "2",
+        "--timeout",
+        "80",
+    ]));
+    wait_for_png(&out, TEXT_MODE_SIZE, Duration::from_secs(60)).unwrap_or_else(|err| {
+        panic!(
+            "no text screen from the sink: {err:#}; its log:\n{}",
+            sink.log()
+        )
+    });
+    // SeaBIOS prints its boot attempts within about a second of text mode.
+    std::thread::sleep(Duration::from_secs(3));
+    domain.freeze_screen();
+    let log = sink.wait(Duration::from_secs(90));
+    let truth = domain.screenshot(&dir.path("screenshot.png"));
+    let picture = read_png(&out).expect("the sink's PNG");
+    assert_eq!((picture.width, picture.height), TEXT_MODE_SIZE, "{log}");
+    assert_same_picture(&domain.name, &picture, &truth);
+    log
+}
+
+#[test]
+fn capture_domain_on_libvirts_bus_equals_virsh_screenshot() {
+    let dir = TempDir::new("libvirt-bus");
+    let domain = Domain::start(&dir, "bus", "<graphics type='dbus'/>");
+    let log = capture_matches_screenshot(&dir, &domain);
+    let on_bus = format!(
+        "domain {}: its display on libvirt's bus unix:path=",
+        domain.name
+    );
+    assert!(log.contains(&on_bus), "{log}");
+    assert!(log.contains("in shared memory"), "{log}");
+
+    // `list` shows it, running, on a bus.
+    let listing = run_sink(
+        sink_command(&["list", "--connect", URI]),
+        Duration::from_secs(30),
+    );
+    let listed = String::from_utf8_lossy(&listing.stdout);
+    let line = format!("domain\t{}\t", domain.name);
+    let ours = listed
+        .lines()
+        .find(|l| l.starts_with(&line))
+        .unwrap_or_else(|| panic!("{line:?} not in:\n{listed}"));
+    assert!(ours.ends_with("\tstate=running\tdisplay=bus"), "{ours}");
+}
+
+#[test]
+fn capture_domain_p2p_through_libvirt_equals_virsh_screenshot() {
+    let dir = TempDir::new("libvirt-p2p");
+    let domain = Domain::start(&dir, "p2p", "<graphics type='dbus' p2p='yes'/>");
+    let log = capture_matches_screenshot(&dir, &domain);
+    let through = format!("domain {}: its display p2p, through libvirt", domain.name);
+    assert!(log.contains(&through), "{log}");
+}
+
+#[test]
+fn a_domain_off_without_dbus_display_or_unknown_is_one_clear_error() {
+    let dir = TempDir::new("libvirt-errors");
+    let off = Domain::define(&dir, "off", "<graphics type='dbus'/>");
+    let plain = Domain::define(&dir, "plain", "");
+    let unknown = format!("qemu-sink-test-nosuch-{}", std::process::id());
+    for (name, expected) in [
+        (&off.name, format!("domain {} is not running", off.name)),
+        (
+            &plain.name,
+            format!("domain {} has no D-Bus display", plain.name),
+        ),
+        (&unknown, format!("libvirt has no domain {unknown:?}")),
+    ] {
+        let output = run_sink(
+            sink_command(&[
+                "capture",
+                "--domain",
+                name,
+                "--connect",
+                URI,
+                "--out",
+                dir.path("never.png").to_str().unwrap(),
+                "--timeout",
+                "20",
+            ]),
+            Duration::from_secs(60),
+        );
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{log}");
+        assert!(log.contains(&expected), "{expected:?} not in:\n{log}");
+        assert!(!dir.path("never.png").exists());
+    }
+    // An off domain is listed as off, a domain without one as such.
+    let listing = run_sink(
+        sink_command(&["list", "--connect", URI]),
+        Duration::from_secs(30),
+    );
+    let listed = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listed.contains(&format!("domain\t{}\t", off.name))
+            && listed.contains("state=off\tdisplay=bus"),
+        "{listed}"
+    );
+    assert!(listed.contains("state=off\tdisplay=none"), "{listed}");
+}
