@@ -83,6 +83,35 @@ enum Command {
         #[arg(long, requires = "display")]
         device: Option<PathBuf>,
     },
+    /// Write the man pages (qemu-sink.1 and one per command, into --dir)
+    /// or print a shell's completions, made from this command line
+    /// (scripts/install.sh installs them).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_parser = ["man", "bash", "zsh", "fish"])]
+        what: String,
+        /// Where the man pages go.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// `generate`: the man pages (roff) into `dir`, or a shell's completion
+/// script on stdout.
+fn generate(what: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    let shell = match what {
+        "man" => {
+            return clap_mangen::generate_to(cli, dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()));
+        }
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        _ => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cli, "qemu-sink", &mut std::io::stdout().lock());
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -839,6 +868,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sink::notify::notify("STOPPING=1");
             result
         }
+        Command::Generate { what, dir } => generate(&what, &dir),
         Command::Demo {
             out,
             seconds: secs,

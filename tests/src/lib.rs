@@ -124,6 +124,22 @@ impl TestVm {
         self.hmp("o /b 0x3d5 0x20");
     }
 
+    /// QEMU's own picture of the console of display device `device` (its
+    /// qdev id): the ground truth for a console other than the first.
+    pub fn screendump_of(&mut self, path: &Path, device: &str) -> RgbaFrame {
+        self.qmp()
+            .execute(
+                "screendump",
+                json!({
+                    "filename": path.to_str().expect("utf-8 path"),
+                    "format": "png",
+                    "device": device,
+                }),
+            )
+            .expect("QMP screendump");
+        read_png(path).expect("reading the screendump")
+    }
+
     /// QEMU's own picture of the console: the ground truth.
     pub fn screendump(&mut self, path: &Path) -> RgbaFrame {
         self.qmp()

@@ -9,11 +9,13 @@
 
 use std::time::Duration;
 
+use capture::read_png;
 use drm_fourcc::DrmFourcc;
 use serde_json::Value;
 use sink::output::kms::{find_node, NodeKind};
 use tests::fake_qemu::{BufferDesc, FakeListener, FakeQemu};
 use tests::lab::{connectors, first_connector, require_lab, ForcedConnector};
+use tests::picture::letterboxed;
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::*;
@@ -169,6 +171,53 @@ fn display_heads_two_consoles_on_two_monitors_one_unplugged() {
     assert_eq!(f1["skipped"], 0, "head 1: {f1}");
 }
 
+/// The lab's virtio-gpu and its two outputs' names, the second forced
+/// connected while the guard lives.
+fn one_card_two_outputs() -> (std::path::PathBuf, Vec<String>, ForcedConnector) {
+    let virtio = find_node(NodeKind::Primary, "virtio_gpu").expect("the virtio-gpu card");
+    let names = connectors(&virtio);
+    assert!(
+        names.len() >= 2,
+        "the lab's virtio-gpu has one output ({names:?}): max_outputs=2 missing"
+    );
+    let second = ForcedConnector::named(&virtio, &names[1]);
+    second.force("on");
+    (virtio, names, second)
+}
+
+/// `display` of VM `vm` on `bus` with consoles 0 and 1 on `card`'s
+/// outputs `names`, in `mode`, capturing to `capture`, with `extra`.
+fn display_on_one_card(
+    bus: &str,
+    vm: &str,
+    card: &std::path::Path,
+    names: &[String],
+    mode: &str,
+    capture: &std::path::Path,
+    extra: &[&str],
+) -> Sink {
+    let heads = [format!("0={}", names[0]), format!("1={}", names[1])];
+    let mut args = vec![
+        "display",
+        "--bus",
+        bus,
+        "--vm",
+        vm,
+        "--device",
+        card.to_str().unwrap(),
+        "--head",
+        &heads[0],
+        "--head",
+        &heads[1],
+        "--mode",
+        mode,
+        "--capture",
+        capture.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Sink::spawn(sink_command(&args))
+}
+
 /// Two heads on one card (the lab's virtio-gpu has two outputs; the second
 /// forced connected): one open file is master for both, each head's flip
 /// events reach it whichever head's thread read them off the card. Frames
@@ -180,12 +229,7 @@ fn display_heads_two_consoles_on_two_monitors_one_unplugged() {
 #[ignore = "needs the lab"]
 fn display_heads_two_consoles_on_one_card() {
     require_lab();
-    let virtio = find_node(NodeKind::Primary, "virtio_gpu").expect("the virtio-gpu card");
-    let names = connectors(&virtio);
-    assert!(
-        names.len() >= 2,
-        "the lab's virtio-gpu has one output ({names:?}): max_outputs=2 missing"
-    );
+    let (virtio, names, _second) = one_card_two_outputs();
     let refused = run_sink(
         sink_command(&[
             "display",
@@ -202,32 +246,19 @@ fn display_heads_two_consoles_on_one_card() {
     assert!(!refused.status.success(), "{log}");
     assert!(log.contains("are both given"), "{log}");
 
-    let second = ForcedConnector::named(&virtio, &names[1]);
-    second.force("on");
     let dir = TempDir::new("lab-heads-one-card");
     let bus = private_bus(&dir);
     let fake = FakeQemu::with_consoles(&bus.address, "onecard", UUID, &[SIZE, SIZE]).unwrap();
     let (capture, report) = (dir.path("screen.png"), dir.path("report.json"));
-    let command = sink_command(&[
-        "display",
-        "--bus",
+    let sink = display_on_one_card(
         &bus.address,
-        "--vm",
         "onecard",
-        "--device",
-        virtio.to_str().unwrap(),
-        "--head",
-        &format!("0={}", names[0]),
-        "--head",
-        &format!("1={}", names[1]),
-        "--mode",
+        &virtio,
+        &names,
         "640x480",
-        "--capture",
-        capture.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    let sink = Sink::spawn(command);
+        &capture,
+        &["--report", report.to_str().unwrap()],
+    );
     let (mut first, mut second_listener) = accept_both(&fake, &sink);
 
     // Each console its own buffers, sent at once from two threads, so that
@@ -299,6 +330,77 @@ fn display_heads_two_consoles_on_one_card() {
             );
         }
     }
+}
+
+/// A real QEMU with two consoles (std VGA running SeaBIOS, and a
+/// secondary VGA no one programs, which QEMU fills with its "not
+/// initialized" picture) on the two outputs of one card: each monitor
+/// shows its own console, equal to QEMU's screendump of that console
+/// (letterboxed into the mode).
+#[test]
+#[ignore = "needs the lab"]
+fn display_heads_a_real_qemus_two_consoles_each_equal_its_screendump() {
+    require_lab();
+    let (virtio, names, _second) = one_card_two_outputs();
+    let dir = TempDir::new("lab-heads-qemu");
+    let bus = private_bus(&dir);
+    let mut vm = TestVm::on_bus(
+        &dir,
+        "twoheads",
+        &bus.plain_address,
+        &["-device", "secondary-vga,id=second"],
+    );
+    let capture = dir.path("screen.png");
+    let sink = display_on_one_card(
+        &bus.address,
+        "twoheads",
+        &virtio,
+        &names,
+        "1024x768",
+        &capture,
+        &["--no-input"],
+    );
+    if !sink.wait_for_log("scanout 720x400", Duration::from_secs(90)) {
+        panic!("SeaBIOS's text screen never came:\n{}", sink.abort());
+    }
+    // SeaBIOS prints its last line within a second or two of text mode;
+    // then the screen is frozen (paused, the text cursor off).
+    std::thread::sleep(Duration::from_secs(3));
+    vm.freeze_screen();
+    let truths = [
+        vm.screendump(&dir.path("screendump-0.png")),
+        vm.screendump_of(&dir.path("screendump-1.png"), "second"),
+    ];
+    assert_eq!((truths[0].width, truths[0].height), TEXT_MODE_SIZE);
+    assert_ne!(
+        (truths[1].width, truths[1].height),
+        TEXT_MODE_SIZE,
+        "console 1 is not the VGA's"
+    );
+    for (id, truth) in truths.iter().enumerate() {
+        let want = letterboxed(&opaque(truth), (1024, 768));
+        let out = dir.path(&format!("screen-{id}.png"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match read_png(&out).map(|got| capture::compare_rgb(&got, &want, 3)) {
+                Ok(Ok(())) => break,
+                Ok(Err(diff)) if std::time::Instant::now() > deadline => {
+                    panic!(
+                        "head {id} on {} vs console {id}'s screendump: {diff}",
+                        names[id]
+                    )
+                }
+                _ => assert!(
+                    std::time::Instant::now() < deadline,
+                    "head {id}: no picture"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let log = sink.stop();
+    assert!(log.contains("head 0: display on"), "{log}");
+    assert!(log.contains("head 1: display on"), "{log}");
 }
 
 /// `--heads auto`: the VM's two consoles in order, each on the next card's
