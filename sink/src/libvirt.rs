@@ -236,9 +236,17 @@ impl Libvirt {
         let conn =
             unsafe { (lib.connect_open)(c_uri.as_ref().map_or(std::ptr::null(), |u| u.as_ptr())) };
         if conn.is_null() {
+            let mut message = lib.last_error();
+            // SAFETY: getuid cannot fail.
+            if unsafe { libc::getuid() } != 0 && shown.contains("/system") {
+                message.push_str(
+                    " (a system URI needs root, or a user libvirt's polkit rules let in: \
+                     on Debian, a member of the group libvirt)",
+                );
+            }
             return Err(LibvirtError::Connect {
                 uri: shown,
-                message: lib.last_error(),
+                message,
             });
         }
         Ok(Libvirt {

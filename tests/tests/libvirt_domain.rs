@@ -4,7 +4,8 @@
 //! type='dbus'/>`), and peer to peer through `virDomainOpenGraphicsFD`
 //! (`p2p='yes'`). `capture --domain` is compared pixel for pixel with
 //! `virsh screenshot`; `list` shows the domains; a domain that is off, has
-//! no D-Bus display or does not exist is one clear error.
+//! no D-Bus display or does not exist, and a user libvirt does not let in,
+//! are each one clear error.
 //!
 //! Starts: libvirtd and virtlogd (left running for the next test), one
 //! transient domain per test (destroyed at the end), the qemu-sink binary.
@@ -219,6 +220,24 @@ fn a_domain_off_without_dbus_display_or_unknown_is_one_clear_error() {
         assert!(log.contains(&expected), "{expected:?} not in:\n{log}");
         assert!(!dir.path("never.png").exists());
     }
+    // A user libvirt does not let in is told who may.
+    let open = TempDir::new("libvirt-nobody");
+    std::fs::set_permissions(&open.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let binary = open.path("qemu-sink");
+    std::fs::copy(tests::sink_binary(), &binary).unwrap();
+    let mut as_nobody = Command::new("setpriv");
+    as_nobody
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&binary)
+        .args(["capture", "--domain", &off.name, "--connect", URI])
+        .args(["--out", "/nonexistent/never.png"])
+        .env("HOME", &open.0)
+        .env("QEMU_SINK_LOG", "info");
+    let output = run_sink(as_nobody, Duration::from_secs(60));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(log.contains("a system URI needs root"), "{log}");
+
     // An off domain is listed as off, a domain without one as such.
     let listing = run_sink(
         sink_command(&["list", "--connect", URI]),
