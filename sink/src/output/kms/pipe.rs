@@ -7,7 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use drm::control::{
-    connector, crtc, Device as ControlDevice, Mode, ModeTypeFlags, PlaneType, ResourceHandles,
+    connector, crtc, Device as ControlDevice, Mode, ModeFlags, ModeTypeFlags, PlaneType,
+    ResourceHandles,
 };
 
 use super::device::{Card, PropMap};
@@ -75,21 +76,39 @@ pub fn describe(mode: &Mode) -> String {
     format!("{w}x{h}@{}", mode.vrefresh())
 }
 
-/// Picks a mode: the one `spec` names (preferred first, then the highest
-/// refresh), or without a spec the preferred one (else the first listed).
+/// Picks a mode: the one `spec` names (progressive first, then preferred,
+/// then the highest refresh), or without a spec the preferred one, or a
+/// progressive one of its size when it is interlaced or double-scanned
+/// (else the first progressive one, else the first listed).
 pub(super) fn pick_mode(modes: &[Mode], spec: Option<&ModeSpec>) -> Option<Mode> {
     let preferred = |m: &Mode| m.mode_type().contains(ModeTypeFlags::PREFERRED);
+    // Interlaced and double-scanned modes are last choices: a guest's
+    // frames shown on them are not what it drew, line for line.
+    let plain = |m: &Mode| {
+        !m.flags()
+            .intersects(ModeFlags::INTERLACE | ModeFlags::DBLSCAN)
+    };
     match spec {
         Some(spec) => modes
             .iter()
             .filter(|m| spec.matches(m))
-            .max_by_key(|m| (preferred(m), m.vrefresh()))
+            .max_by_key(|m| (plain(m), preferred(m), m.vrefresh()))
             .copied(),
-        None => modes
-            .iter()
-            .find(|m| preferred(m))
-            .or(modes.first())
-            .copied(),
+        None => {
+            let first_preferred = modes.iter().find(|m| preferred(m));
+            // The panel's own size (its preferred mode's), progressive.
+            let native = first_preferred.and_then(|p| {
+                modes
+                    .iter()
+                    .filter(|m| plain(m) && m.size() == p.size())
+                    .max_by_key(|m| (preferred(m), m.vrefresh()))
+            });
+            native
+                .or_else(|| modes.iter().find(|m| plain(m)))
+                .or(first_preferred)
+                .or(modes.first())
+                .copied()
+        }
     }
 }
 
@@ -461,5 +480,60 @@ mod tests {
             Some("1920x1080@60")
         );
         assert_eq!(pick_mode(&[], None), None);
+    }
+
+    fn odd(w: u16, h: u16, hz: u32, preferred: bool, flags: u32) -> Mode {
+        let mut info: drm_ffi::drm_mode_modeinfo = mode(w, h, hz, preferred).into();
+        info.flags = flags;
+        Mode::from(info)
+    }
+
+    /// An interlaced or double-scanned mode is the last choice: never by
+    /// default while a progressive one exists (a TV that prefers 1080i
+    /// gets 1080p, else the first progressive mode), and for `WxH` only if
+    /// no progressive mode of that size exists.
+    #[test]
+    fn picks_progressive_modes_over_interlaced_and_doublescan() {
+        let interlaced = drm_ffi::DRM_MODE_FLAG_INTERLACE;
+        let modes = [
+            odd(1920, 1080, 60, true, interlaced),
+            mode(1280, 720, 60, false),
+            odd(1920, 1080, 50, false, interlaced),
+            mode(1920, 1080, 30, false),
+            odd(320, 200, 70, false, drm_ffi::DRM_MODE_FLAG_DBLSCAN),
+        ];
+        let pick = |s: Option<&str>| {
+            let spec = s.map(|s| s.parse::<ModeSpec>().unwrap());
+            pick_mode(&modes, spec.as_ref()).map(|m| (describe(&m), m.flags()))
+        };
+        let progressive = drm::control::ModeFlags::empty();
+        // The panel's size, progressive, before any other size.
+        assert_eq!(pick(None), Some(("1920x1080@30".into(), progressive)));
+        assert_eq!(
+            pick_mode(&[modes[0], modes[1], modes[2]], None)
+                .map(|m| describe(&m))
+                .as_deref(),
+            Some("1280x720@60")
+        );
+        assert_eq!(
+            pick(Some("1920x1080")),
+            Some(("1920x1080@30".into(), progressive))
+        );
+        // Asked for by its rate: the interlaced one it is.
+        assert_eq!(
+            pick(Some("1920x1080@50")).map(|(d, _)| d).as_deref(),
+            Some("1920x1080@50")
+        );
+        assert_eq!(
+            pick(Some("320x200")).map(|(d, _)| d).as_deref(),
+            Some("320x200@70")
+        );
+        // Nothing but odd modes: the preferred one still lights the monitor.
+        assert_eq!(
+            pick_mode(&modes[..1], None)
+                .map(|m| describe(&m))
+                .as_deref(),
+            Some("1920x1080@60")
+        );
     }
 }
