@@ -124,6 +124,7 @@ pub struct AttachOptions {
 
 /// A way to talk to QEMU's display objects: a bus and the unique name of
 /// the chosen QEMU, or a p2p connection to QEMU itself.
+#[derive(Clone)]
 pub struct Control {
     pub connection: Connection,
     /// The QEMU's unique bus name; `None` on a p2p connection.
@@ -217,7 +218,7 @@ impl Control {
         })
     }
 
-    fn peer_name(&self) -> &str {
+    pub fn peer_name(&self) -> &str {
         self.peer.as_deref().unwrap_or("QEMU (p2p)")
     }
 
@@ -379,7 +380,23 @@ pub fn attach(
     handler: Box<dyn ListenerHandler>,
     shared: &Arc<Shared>,
 ) -> Result<Attached, AttachError> {
-    let control = Control::connect(options)?;
+    let attached = attach_to(Control::connect(options)?, options, handler, shared)?;
+    tracing::info!(
+        "attached to console {} of {}",
+        options.console,
+        attached.control.peer_name()
+    );
+    Ok(attached)
+}
+
+/// [`attach`] over a control connection made already (another console of
+/// the same QEMU: one p2p client at a time, so it is shared).
+pub fn attach_to(
+    control: Control,
+    options: &AttachOptions,
+    handler: Box<dyn ListenerHandler>,
+    shared: &Arc<Shared>,
+) -> Result<Attached, AttachError> {
     let peer = control.peer_name().to_owned();
     let console = control.console(options.console)?;
     // A console that does not exist fails here, with QEMU's own error.
@@ -400,7 +417,10 @@ pub fn attach(
         serve_listener(ours, handler, options.listener)
     })?;
     drop(socket);
-    tracing::info!("attached to console {} of {peer}", options.console);
+    tracing::debug!(
+        "listener registered on console {} of {peer}",
+        options.console
+    );
     let mut watchers = vec![watch_disconnect(&listener, shared.clone())];
     watchers.extend(watch_console_size(&console, shared.clone()));
     watchers.push(tell_monitor(&console, shared.clone()));

@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod demo;
 pub mod frame;
+pub mod handover;
 pub mod input;
 pub mod latency;
 pub mod libvirt;

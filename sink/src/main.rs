@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use dbus_interfaces::ListenerOptions;
 use sink::attach::{attach, list_vms_on_bus, AttachOptions, Control};
+use sink::handover::{ConsoleWatch, SharedActivity, Watched};
 use sink::input::guest::Target;
 use sink::input::{InputOptions, InputThread};
 use sink::output::display::{DisplayOptions, OutputThread, PathChoice};
@@ -133,9 +134,10 @@ struct AttachArgs {
     /// qemu:///system for root).
     #[arg(long, requires = "domain")]
     connect: Option<String>,
-    /// Console number.
-    #[arg(long, default_value_t = 0)]
-    console: u32,
+    /// Console number (default 0; `display` without it follows the
+    /// console in use: see the README's primary screen).
+    #[arg(long)]
+    console: Option<u32>,
     /// Don't offer shared memory (Listener.Unix.Map): QEMU then copies every
     /// update through the socket.
     #[arg(long)]
@@ -150,7 +152,7 @@ impl AttachArgs {
             vm: self.vm.clone(),
             domain: self.domain.clone(),
             connect: self.connect.clone(),
-            console: self.console,
+            console: self.console.unwrap_or(0),
             listener: ListenerOptions {
                 map: !self.no_map,
                 ..ListenerOptions::default()
@@ -344,6 +346,9 @@ struct HeadSpec {
     console: u32,
     card: Option<PathBuf>,
     connector: Option<String>,
+    /// The head may move to the console in use (a single head whose
+    /// console was not given).
+    follows: bool,
 }
 
 fn parse_head(s: &str) -> Result<HeadSpec, String> {
@@ -361,6 +366,7 @@ fn parse_head(s: &str) -> Result<HeadSpec, String> {
         console,
         card,
         connector: Some(connector.to_owned()),
+        follows: false,
     })
 }
 
@@ -423,15 +429,37 @@ fn start_source(
     attach_args: &AttachArgs,
     shared: &Arc<Shared>,
 ) -> anyhow::Result<Running> {
+    start_watched_source(source, attach_args, shared, None)
+}
+
+/// [`start_source`], its console's updates noted in `activity` (for the
+/// head to follow the console in use).
+fn start_watched_source(
+    source: &Source,
+    attach_args: &AttachArgs,
+    shared: &Arc<Shared>,
+    activity: Option<&SharedActivity>,
+) -> anyhow::Result<Running> {
     Ok(match source {
-        Source::Dbus => Running {
-            attached: Some(attach(
-                &attach_args.options(),
-                Box::new(DbusSource::new(shared.clone())),
-                shared,
-            )?),
-            reader: None,
-        },
+        Source::Dbus => {
+            let options = attach_args.options();
+            let handler: Box<dyn dbus_interfaces::ListenerHandler> =
+                Box::new(DbusSource::new(shared.clone()));
+            let handler = match activity {
+                Some(activity) => {
+                    activity
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .showing(options.console, std::time::Instant::now());
+                    Box::new(Watched::shown(options.console, handler, activity.clone()))
+                }
+                None => handler,
+            };
+            Running {
+                attached: Some(attach(&options, handler, shared)?),
+                reader: None,
+            }
+        }
         Source::Vdmabuf(node) => Running {
             attached: None,
             reader: Some(VdmabufSource::open(node)?.spawn(shared.clone())),
@@ -526,10 +554,12 @@ fn run_head(
         no_resize: args.no_resize,
         access: access.clone(),
     };
-    let attach = AttachArgs {
-        console: head.console,
+    let mut attach = AttachArgs {
+        console: Some(head.console),
         ..args.attach.clone()
     };
+    let mut console = head.console;
+    let activity = head.follows.then(SharedActivity::default);
     // Light the monitor (and warm up GL) before QEMU waits on us.
     let display = OutputThread::start(options, shared.clone())?;
     sink::notify::head_lit(
@@ -553,7 +583,8 @@ fn run_head(
     };
     let mut attached_once = false;
     let stopped = loop {
-        let running = match start_source(&args.source, &attach, &shared) {
+        let running = match start_watched_source(&args.source, &attach, &shared, activity.as_ref())
+        {
             Ok(running) => running,
             // QEMU went away: wait for it (or a signal) on a black screen.
             Err(err) if attached_once => {
@@ -576,10 +607,19 @@ fn run_head(
             input.attach(Target {
                 connection: attached.control.connection.clone(),
                 destination: attached.control.peer.clone(),
-                console: head.console,
+                console,
             });
         }
+        // The VM's other graphic consoles, watched for the head to follow.
+        let watch = match (&activity, &running.attached) {
+            (Some(activity), Some(attached)) => {
+                watch_other_consoles(attached, console, &attach, activity, &shared)
+            }
+            _ => None,
+        };
         let stopped = display.run()?;
+        let moved = watch.as_ref().and_then(ConsoleWatch::chosen);
+        drop(watch);
         if let Some(input) = &input {
             input.detach();
         }
@@ -590,7 +630,16 @@ fn run_head(
         if !shared.forget_source() {
             break stopped;
         }
-        tracing::info!("QEMU went away: the monitor stays black until it is back");
+        match moved {
+            Some(next) => {
+                tracing::info!(
+                    "console {console} is idle and console {next} is in use: showing console {next}"
+                );
+                console = next;
+                attach.console = Some(next);
+            }
+            None => tracing::info!("QEMU went away: the monitor stays black until it is back"),
+        }
         display.blank()?;
     };
     // The devices go back to the VT before the CRTC does.
@@ -652,6 +701,41 @@ fn list_domains(uri: Option<&str>) -> anyhow::Result<Vec<sink::libvirt::DomainIn
     }
 }
 
+/// Watches the graphic consoles of `attached`'s VM other than `shown`
+/// (none: nothing to follow).
+fn watch_other_consoles(
+    attached: &sink::attach::Attached,
+    shown: u32,
+    attach: &AttachArgs,
+    activity: &SharedActivity,
+    shared: &Arc<Shared>,
+) -> Option<ConsoleWatch> {
+    let vm = match attached.control.describe() {
+        Ok(vm) => vm,
+        Err(err) => {
+            tracing::warn!("not following the console in use: {err}");
+            return None;
+        }
+    };
+    let others: Vec<u32> = vm
+        .consoles
+        .iter()
+        .filter(|c| c.kind == "Graphic" && c.id != shown)
+        .map(|c| c.id)
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    tracing::debug!("watching consoles {others:?} for the one in use");
+    Some(ConsoleWatch::start(
+        &attached.control,
+        &others,
+        &attach.options(),
+        activity.clone(),
+        shared.clone(),
+    ))
+}
+
 /// `--heads auto`: the VM's graphic consoles in order, each on the next
 /// connected monitor (card by card, connector by connector); what is left
 /// over on either side is said.
@@ -675,6 +759,7 @@ fn auto_heads(attach: &AttachArgs) -> anyhow::Result<Vec<HeadSpec>> {
                 console: console.id,
                 card: Some(monitor.card.clone()),
                 connector: Some(monitor.connector.clone()),
+                follows: false,
             }
         })
         .collect();
@@ -850,9 +935,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 auto_heads(&args.attach)?
             } else if args.heads.is_empty() {
                 vec![HeadSpec {
-                    console: args.attach.console,
+                    console: args.attach.console.unwrap_or(0),
                     card: None,
                     connector: args.connector.clone(),
+                    follows: args.attach.console.is_none() && matches!(args.source, Source::Dbus),
                 }]
             } else {
                 args.heads.clone()
@@ -966,6 +1052,7 @@ mod tests {
                 console: 1,
                 card: None,
                 connector: Some("HDMI-A-2".into()),
+                follows: false,
             })
         );
         assert_eq!(
@@ -974,6 +1061,7 @@ mod tests {
                 console: 0,
                 card: Some("/dev/dri/card1".into()),
                 connector: Some("DP-3".into()),
+                follows: false,
             })
         );
         assert_eq!(

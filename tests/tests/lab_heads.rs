@@ -403,6 +403,109 @@ fn display_heads_a_real_qemus_two_consoles_each_equal_its_screendump() {
     assert!(log.contains("head 1: display on"), "{log}");
 }
 
+/// One head, no `--console`: it shows console 0 and watches console 1;
+/// when console 0 goes idle (a boot VGA after the guest's driver took over
+/// another console) and console 1 draws, the head moves to console 1 and
+/// shows its picture. With `--console 0` nothing else is watched.
+#[test]
+#[ignore = "needs the lab"]
+fn display_follows_the_console_in_use_unless_pinned() {
+    require_lab();
+    let dir = TempDir::new("lab-follow");
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::with_consoles(&bus.address, "follow", UUID, &[SIZE, SIZE]).unwrap();
+    let vkms = find_node(NodeKind::Primary, "vkms").expect("the vkms card");
+    let capture = dir.path("screen.png");
+    let sink = Sink::spawn(sink_command(&[
+        "display",
+        "--bus",
+        &bus.address,
+        "--vm",
+        "follow",
+        "--device",
+        vkms.to_str().unwrap(),
+        "--mode",
+        "640x480",
+        "--no-input",
+        "--capture",
+        capture.to_str().unwrap(),
+    ]));
+    let accept = |id| match fake.accept_listener_on(id, Duration::from_secs(90)) {
+        Ok(listener) => listener,
+        Err(err) => panic!("{err:#}; sink:\n{}", sink.log()),
+    };
+    let mut shown = accept(0);
+    let mut watcher = accept(1);
+    let mut buffers: Vec<Udmabuf> = (0..2)
+        .map(|_| Udmabuf::new(SIZE.0, SIZE.1, DrmFourcc::Xrgb8888).unwrap())
+        .collect();
+    buffers[1].fill(1).unwrap();
+    send(&mut shown, &buffers[0]);
+    wait_for_picture(
+        "console 0",
+        &capture,
+        &opaque(&buffers[0].expected(0)),
+        Duration::from_secs(60),
+    );
+    // Console 0 falls silent; console 1 draws: each frame answered at once
+    // by the watcher, and the head moves within a few seconds.
+    let mut moved = false;
+    for _ in 0..40 {
+        send(&mut watcher, &buffers[1]);
+        if sink.wait_for_log("showing console 1", Duration::from_millis(250)) {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "the head never moved to console 1:\n{}", sink.log());
+    assert!(
+        sink.log()
+            .contains("console 0 is idle and console 1 is in use: showing console 1"),
+        "{}",
+        sink.log()
+    );
+    // Console 1 is shown now, console 0 watched.
+    let mut now_shown = accept(1);
+    let _now_watched = accept(0);
+    send(&mut now_shown, &buffers[1]);
+    wait_for_picture(
+        "console 1 after the move",
+        &capture,
+        &opaque(&buffers[1].expected(1)),
+        Duration::from_secs(60),
+    );
+    let log = sink.stop();
+    assert!(
+        !log.contains("QEMU went away"),
+        "a move is no disconnect: {log}"
+    );
+
+    // Pinned: console 1 is never watched.
+    let pinned = Sink::spawn(sink_command(&[
+        "display",
+        "--bus",
+        &bus.address,
+        "--vm",
+        "follow",
+        "--console",
+        "0",
+        "--device",
+        vkms.to_str().unwrap(),
+        "--mode",
+        "640x480",
+        "--no-input",
+    ]));
+    let _pinned_shown = match fake.accept_listener_on(0, Duration::from_secs(90)) {
+        Ok(listener) => listener,
+        Err(err) => panic!("{err:#}; sink:\n{}", pinned.log()),
+    };
+    assert!(
+        fake.accept_listener_on(1, Duration::from_secs(5)).is_err(),
+        "console 1 watched although the head is pinned"
+    );
+    pinned.stop();
+}
+
 /// `--heads auto`: the VM's two consoles in order, each on the next card's
 /// connected monitor (vkms and virtio-gpu here), as `list` shows them.
 #[test]
