@@ -50,6 +50,13 @@ fn accept_both(fake: &FakeQemu, sink: &Sink) -> (FakeListener, FakeListener) {
     })
 }
 
+/// Waits (60 s at most) until `out` shows `buffer` filled with pattern
+/// `frame`, opaque.
+fn shows(what: &str, out: &std::path::Path, buffer: &Udmabuf, frame: u32) {
+    let want = opaque(&buffer.expected(frame));
+    wait_for_picture(what, out, &want, Duration::from_secs(60));
+}
+
 fn read_report(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -96,18 +103,8 @@ fn display_heads_two_consoles_on_two_monitors_one_unplugged() {
     }
     send(&mut first, &buffers[0]);
     send(&mut second, &buffers[1]);
-    wait_for_picture(
-        "head 0 (vkms)",
-        &out0,
-        &opaque(&buffers[0].expected(0)),
-        Duration::from_secs(60),
-    );
-    wait_for_picture(
-        "head 1 (virtio-gpu)",
-        &out1,
-        &opaque(&buffers[1].expected(1)),
-        Duration::from_secs(60),
-    );
+    shows("head 0 (vkms)", &out0, &buffers[0], 0);
+    shows("head 1 (virtio-gpu)", &out1, &buffers[1], 1);
 
     // Each console told its monitor and where it stands: head 1's to the
     // right of head 0's (both 640x480). Head 1 may have been told (0, 0)
@@ -137,12 +134,7 @@ fn display_heads_two_consoles_on_two_monitors_one_unplugged() {
         "head 0 answered in {latency:?}"
     );
     send(&mut second, &buffers[3]);
-    wait_for_picture(
-        "head 1 while head 0 is unplugged",
-        &out1,
-        &opaque(&buffers[3].expected(3)),
-        Duration::from_secs(60),
-    );
+    shows("head 1 while head 0 is unplugged", &out1, &buffers[3], 3);
 
     // Plugged back: head 0 shows its next frame.
     connector.force("on");
@@ -152,12 +144,7 @@ fn display_heads_two_consoles_on_two_monitors_one_unplugged() {
         sink.log()
     );
     send(&mut first, &buffers[2]);
-    wait_for_picture(
-        "head 0 after the replug",
-        &out0,
-        &opaque(&buffers[2].expected(2)),
-        Duration::from_secs(60),
-    );
+    shows("head 0 after the replug", &out0, &buffers[2], 2);
     let log = sink.stop();
 
     // A summary and a report per head, each counting its own frames.
@@ -441,12 +428,7 @@ fn display_follows_the_console_in_use_unless_pinned() {
         .collect();
     buffers[1].fill(1).unwrap();
     send(&mut shown, &buffers[0]);
-    wait_for_picture(
-        "console 0",
-        &capture,
-        &opaque(&buffers[0].expected(0)),
-        Duration::from_secs(60),
-    );
+    shows("console 0", &capture, &buffers[0], 0);
     // Console 0 falls silent; console 1 draws: each frame answered at once
     // by the watcher, and the head moves within a few seconds.
     let mut moved = false;
@@ -468,12 +450,7 @@ fn display_follows_the_console_in_use_unless_pinned() {
     let mut now_shown = accept(1);
     let _now_watched = accept(0);
     send(&mut now_shown, &buffers[1]);
-    wait_for_picture(
-        "console 1 after the move",
-        &capture,
-        &opaque(&buffers[1].expected(1)),
-        Duration::from_secs(60),
-    );
+    shows("console 1 after the move", &capture, &buffers[1], 1);
     let log = sink.stop();
     assert!(
         !log.contains("QEMU went away"),
