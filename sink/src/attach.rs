@@ -120,6 +120,23 @@ pub struct AttachOptions {
     pub connect: Option<String>,
     pub console: u32,
     pub listener: ListenerOptions,
+    /// Shares one p2p connection among everything that attaches to the
+    /// same QEMU (several heads): see [`P2pShare`].
+    pub p2p_share: Option<P2pShare>,
+}
+
+/// The one p2p connection to a QEMU (`--qmp`, or a p2p `--domain`), kept
+/// for everything that attaches to it: QEMU keeps one p2p client and drops
+/// the one before when another connects, so two heads connecting each
+/// their own would take the display from each other in turn. Made at the
+/// first attach; made again when it no longer answers (QEMU restarted).
+#[derive(Clone, Default)]
+pub struct P2pShare(Arc<std::sync::Mutex<Option<Control>>>);
+
+impl std::fmt::Debug for P2pShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("P2pShare")
+    }
 }
 
 /// A way to talk to QEMU's display objects: a bus and the unique name of
@@ -133,6 +150,30 @@ pub struct Control {
 
 impl Control {
     pub fn connect(options: &AttachOptions) -> Result<Control, AttachError> {
+        let p2p = options.qmp.is_some() || options.domain.is_some();
+        let Some(share) = options.p2p_share.as_ref().filter(|_| p2p) else {
+            return Control::connect_anew(options);
+        };
+        let mut kept = share.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(control) = kept.as_ref() {
+            if control.answers() {
+                return Ok(control.clone());
+            }
+            tracing::debug!("the p2p connection kept no longer answers: connecting again");
+        }
+        let control = Control::connect_anew(options)?;
+        *kept = Some(control.clone());
+        Ok(control)
+    }
+
+    /// Whether QEMU still answers on this connection (a property read).
+    fn answers(&self) -> bool {
+        self.vm()
+            .and_then(|vm| vm.name().map_err(dbus_err("VM Name")))
+            .is_ok()
+    }
+
+    fn connect_anew(options: &AttachOptions) -> Result<Control, AttachError> {
         if let Some(domain) = &options.domain {
             let libvirt = crate::libvirt::Libvirt::connect(options.connect.as_deref())?;
             return match libvirt.display(domain)? {

@@ -142,6 +142,9 @@ struct AttachArgs {
     /// update through the socket.
     #[arg(long)]
     no_map: bool,
+    /// One p2p connection for all that attaches (not an option).
+    #[arg(skip)]
+    p2p_share: sink::attach::P2pShare,
 }
 
 impl AttachArgs {
@@ -153,6 +156,7 @@ impl AttachArgs {
             domain: self.domain.clone(),
             connect: self.connect.clone(),
             console: self.console.unwrap_or(0),
+            p2p_share: Some(self.p2p_share.clone()),
             listener: ListenerOptions {
                 map: !self.no_map,
                 ..ListenerOptions::default()

@@ -83,8 +83,14 @@ impl TestVm {
 
     /// Bus-less: reached through QMP `add_client` (p2p).
     pub fn p2p(dir: &TempDir, name: &str) -> TestVm {
+        TestVm::p2p_with(dir, name, &[])
+    }
+
+    /// [`TestVm::p2p`] with `extra` arguments for QEMU.
+    pub fn p2p_with(dir: &TempDir, name: &str, extra: &[&str]) -> TestVm {
         let mut config = QemuConfig::seabios(name, dir.path(&format!("{name}.qmp")));
         config.p2p = true;
+        config.extra_args = extra.iter().map(|s| s.to_string()).collect();
         TestVm::start(config)
     }
 

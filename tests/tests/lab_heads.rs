@@ -172,11 +172,10 @@ fn one_card_two_outputs() -> (std::path::PathBuf, Vec<String>, ForcedConnector) 
     (virtio, names, second)
 }
 
-/// `display` of VM `vm` on `bus` with consoles 0 and 1 on `card`'s
+/// `display` of the VM `attach` reaches with consoles 0 and 1 on `card`'s
 /// outputs `names`, in `mode`, capturing to `capture`, with `extra`.
 fn display_on_one_card(
-    bus: &str,
-    vm: &str,
+    attach: &[&str],
     card: &std::path::Path,
     names: &[String],
     mode: &str,
@@ -184,12 +183,9 @@ fn display_on_one_card(
     extra: &[&str],
 ) -> Sink {
     let heads = [format!("0={}", names[0]), format!("1={}", names[1])];
-    let mut args = vec![
-        "display",
-        "--bus",
-        bus,
-        "--vm",
-        vm,
+    let mut args = vec!["display"];
+    args.extend_from_slice(attach);
+    args.extend_from_slice(&[
         "--device",
         card.to_str().unwrap(),
         "--head",
@@ -200,7 +196,7 @@ fn display_on_one_card(
         mode,
         "--capture",
         capture.to_str().unwrap(),
-    ];
+    ]);
     args.extend_from_slice(extra);
     Sink::spawn(sink_command(&args))
 }
@@ -238,8 +234,7 @@ fn display_heads_two_consoles_on_one_card() {
     let fake = FakeQemu::with_consoles(&bus.address, "onecard", UUID, &[SIZE, SIZE]).unwrap();
     let (capture, report) = (dir.path("screen.png"), dir.path("report.json"));
     let sink = display_on_one_card(
-        &bus.address,
-        "onecard",
+        &["--bus", &bus.address, "--vm", "onecard"],
         &virtio,
         &names,
         "640x480",
@@ -321,26 +316,22 @@ fn display_heads_two_consoles_on_one_card() {
 
 /// A real QEMU with two consoles (std VGA running SeaBIOS, and a
 /// secondary VGA no one programs, which QEMU fills with its "not
-/// initialized" picture) on the two outputs of one card: each monitor
-/// shows its own console, equal to QEMU's screendump of that console
-/// (letterboxed into the mode).
+/// initialized" picture), reached bus-less (`--qmp`, p2p), on the two
+/// outputs of one card: each monitor shows its own console, equal to
+/// QEMU's screendump of that console (letterboxed into the mode). Both
+/// heads share the one p2p connection QEMU keeps (a second would drop the
+/// first): neither head ever loses QEMU.
 #[test]
 #[ignore = "needs the lab"]
 fn display_heads_a_real_qemus_two_consoles_each_equal_its_screendump() {
     require_lab();
     let (virtio, names, _second) = one_card_two_outputs();
     let dir = TempDir::new("lab-heads-qemu");
-    let bus = private_bus(&dir);
-    let mut vm = TestVm::on_bus(
-        &dir,
-        "twoheads",
-        &bus.plain_address,
-        &["-device", "secondary-vga,id=second"],
-    );
+    let mut vm = TestVm::p2p_with(&dir, "twoheads", &["-device", "secondary-vga,id=second"]);
+    let qmp = vm.qmp_path.to_str().unwrap().to_owned();
     let capture = dir.path("screen.png");
     let sink = display_on_one_card(
-        &bus.address,
-        "twoheads",
+        &["--qmp", &qmp],
         &virtio,
         &names,
         "1024x768",
@@ -388,6 +379,7 @@ fn display_heads_a_real_qemus_two_consoles_each_equal_its_screendump() {
     let log = sink.stop();
     assert!(log.contains("head 0: display on"), "{log}");
     assert!(log.contains("head 1: display on"), "{log}");
+    assert!(!log.contains("QEMU went away"), "a head lost QEMU: {log}");
 }
 
 /// One head, no `--console`: it shows console 0 and watches console 1;
