@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the DRM lab (see README.md's Tests section): a virtme-ng VM running Debian's
 # 6.12 kernel from bookworm-backports over the host's root file system, with
-# vkms (built here out of tree, with the writeback possible_clones fix), vgem,
+# vkms (built here out of tree, with the writeback possible_clones fix and
+# its preferred mode as run-time parameters), vgem,
 # udmabuf and Mesa's llvmpipe. scripts/lab/run.sh boots it.
 # Idempotent: a re-run with nothing to do takes a few seconds and stays offline.
 set -euo pipefail
@@ -12,7 +13,7 @@ source "$here/../lib/apt.sh"
 VIRTME_NG_VERSION=1.42
 # Bump when the vkms patch below changes: the stamp next to vkms.ko records it,
 # so a module built without (this version of) the patch gets rebuilt.
-VKMS_PATCH_ID=possible-clones-v1
+VKMS_PATCH_ID=possible-clones-v1+preferred-mode-v1
 
 # since T: seconds elapsed since the $EPOCHREALTIME value T.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
@@ -73,17 +74,45 @@ import pathlib, re, sys
 d = pathlib.Path(sys.argv[1])
 out = d / "vkms_output.c"
 src = out.read_text()
-mark = "qemu-sink lab: possible_clones fix"
-if mark in src:
-    print("already applied")
-    sys.exit(0)
-if any("possible_clones" in (d / f).read_text() for f in ("vkms_output.c", "vkms_writeback.c")):
-    print("already set upstream, not patched")
-    sys.exit(0)
 
 def need(ok, what):
     if not ok:
         sys.exit(f"lab-setup: vkms patch: {what} not found; the vkms source changed, revisit the fix")
+
+# Second patch: the monitor's preferred mode as module parameters
+# (preferred_width, preferred_height; 0: vkms's 1024x768), writable at run
+# time, so that a test can plug "another monitor" back in: the next probe of
+# the connector prefers that size.
+pmark = "qemu-sink lab: preferred mode parameters"
+if pmark not in src:
+    call = "drm_set_preferred_mode(connector, XRES_DEF, YRES_DEF);"
+    need(src.count(call) == 1, f"'{call}' in vkms_output.c (exactly once)")
+    params = (
+        f"/* {pmark} */\n"
+        "static unsigned int preferred_width;\n"
+        "module_param(preferred_width, uint, 0644);\n"
+        "MODULE_PARM_DESC(preferred_width, \"The connector's preferred width (0: 1024)\");\n"
+        "static unsigned int preferred_height;\n"
+        "module_param(preferred_height, uint, 0644);\n"
+        "MODULE_PARM_DESC(preferred_height, \"The connector's preferred height (0: 768)\");\n\n"
+    )
+    first_fn = src.index("static ")
+    src = src[:first_fn] + params + src[first_fn:]
+    src = src.replace(call, "drm_set_preferred_mode(connector,\n"
+                      "\t\t\t       READ_ONCE(preferred_width) ?: XRES_DEF,\n"
+                      "\t\t\t       READ_ONCE(preferred_height) ?: YRES_DEF);")
+    if "#include <linux/module.h>" not in src:
+        src = "#include <linux/module.h>\n" + src
+    out.write_text(src)
+    print("preferred mode parameters added;", end=" ")
+
+mark = "qemu-sink lab: possible_clones fix"
+if mark in src:
+    print("writeback fix already applied")
+    sys.exit(0)
+if any("possible_clones" in (d / f).read_text() for f in ("vkms_output.c", "vkms_writeback.c")):
+    print("writeback clones already set upstream, not patched")
+    sys.exit(0)
 
 need(re.search(r"struct drm_encoder \*encoder = &output->encoder;", src),
      "'struct drm_encoder *encoder = &output->encoder;' in vkms_output.c")
@@ -111,7 +140,7 @@ fix = (
     f"{i}}}\n"
 )
 out.write_text(src[:m.start()] + fix + src[m.end():])
-print("patched")
+print("writeback fix patched")
 EOF
 }
 

@@ -311,6 +311,40 @@ impl Drop for ForcedConnector {
     }
 }
 
+/// vkms's preferred mode, as the lab's vkms takes it at run time (module
+/// parameters `preferred_width`/`preferred_height`): the next probe of its
+/// connector prefers that size, as if another monitor were plugged in.
+/// Put back (vkms's own 1024x768) on drop, even if the test fails.
+pub struct PreferredMode;
+
+impl PreferredMode {
+    fn write(width: u32, height: u32) {
+        for (name, value) in [("preferred_width", width), ("preferred_height", height)] {
+            let path = format!("/sys/module/vkms/parameters/{name}");
+            std::fs::write(&path, value.to_string()).unwrap_or_else(|e| {
+                panic!("{path}: {e} (the lab's vkms lacks the parameter: scripts/lab/setup.sh)")
+            });
+        }
+    }
+
+    pub fn set(width: u32, height: u32) -> PreferredMode {
+        PreferredMode::write(width, height);
+        PreferredMode
+    }
+
+    pub fn change(&self, width: u32, height: u32) {
+        PreferredMode::write(width, height);
+    }
+}
+
+impl Drop for PreferredMode {
+    fn drop(&mut self) {
+        for name in ["preferred_width", "preferred_height"] {
+            let _ = std::fs::write(format!("/sys/module/vkms/parameters/{name}"), "0");
+        }
+    }
+}
+
 /// Takes DRM master away from a running sink as a VT switch would: its
 /// card fd is duplicated into this process (`pidfd_getfd`, root) and
 /// `DROP_MASTER`ed, then this process holds master on a fd of its own

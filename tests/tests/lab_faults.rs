@@ -22,8 +22,9 @@ use tests::fake_qemu::{Answer, BufferDesc, FakeQemu};
 use tests::fence::HeldFence;
 use tests::lab::{
     require_lab, set_soft_limit, two_buffers_the_first_shown, ForcedConnector, MasterThief,
-    Observer,
+    Observer, PreferredMode,
 };
+use tests::picture::letterboxed;
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::*;
@@ -253,6 +254,14 @@ fn limit_fds(pid: u32, limit: Option<u64>) -> (usize, u64) {
     (open, old)
 }
 
+/// RLIMIT_NOFILE of a running process set to 3: its standard streams stay
+/// open, every fd it has stays valid, and no new fd can be had at all (a
+/// limit at the count of open fds leaves holes below it that fds closed
+/// meanwhile reopen); returns the old limit.
+fn no_fd_left(pid: u32) -> u64 {
+    set_soft_limit(pid, libc::RLIMIT_NOFILE, 3)
+}
+
 /// The framebuffer the vkms CRTC scans out (0: none).
 fn crtc_fb(observer: &Observer) -> u32 {
     use drm::control::Device as _;
@@ -271,8 +280,8 @@ fn crtc_fb(observer: &Observer) -> u32 {
 /// the limit raised and another replug it is lit again with the right
 /// picture, and on exit the CRTC shows what it showed before the sink (the
 /// console). (A replug to the same mode size keeps its scanout buffers, so
-/// it needs no new fd; vkms cannot change its mode list at run time, so
-/// the reallocation of a new size is not reached here.)
+/// it needs no new fd; the reallocation for a monitor of another size is
+/// `fault_replug_into_another_size_with_no_fd_left`.)
 #[test]
 #[ignore = "needs the lab"]
 fn fault_replug_with_no_fd_left() {
@@ -347,6 +356,104 @@ fn fault_replug_with_no_fd_left() {
         lines.len(),
         starved.latency().as_millis(),
         relit.as_millis()
+    );
+    drop(s.dir);
+}
+
+/// Another monitor plugged in while the sink has no file descriptor left:
+/// the connector comes back preferring 800x600 where it was 640x480, so
+/// the replug needs scanout buffers of the new size, and making them fails
+/// (EMFILE). The sink says why in a line, keeps the old buffers, answers
+/// QEMU, never panics; once the limit is raised it lights the new monitor
+/// at 800x600 and shows the guest there, and on exit the CRTC shows what
+/// it showed before the sink.
+#[test]
+#[ignore = "needs the lab"]
+fn fault_replug_into_another_size_with_no_fd_left() {
+    require_lab();
+    let card = vkms();
+    let preferred = PreferredMode::set(640, 480);
+    let console_fb = crtc_fb(&Observer::open(&card));
+    let connector = ForcedConnector::of(&card);
+    // No --mode: the monitor's preferred one.
+    let mut s = Attached::start(
+        "fault-resize-emfile",
+        (640, 480),
+        "display",
+        &["--device", card.to_str().unwrap()],
+        "--capture",
+        &[],
+    );
+    let buffers = two_buffers_the_first_shown(&mut s.listener, &s.out, "on the 640x480 monitor");
+    assert!(s.sink.log().contains("lit at 640x480"), "{}", s.sink.log());
+    let pid = s.sink.pid();
+
+    connector.force("off");
+    assert!(
+        s.sink
+            .wait_for_log("was unplugged", Duration::from_secs(10)),
+        "the sink never noticed the unplug"
+    );
+    preferred.change(800, 600);
+    let old_limit = no_fd_left(pid);
+    connector.force("on");
+    assert!(
+        s.sink
+            .wait_for_log("lighting it failed", Duration::from_secs(10)),
+        "the replug into 800x600 at the fd limit did not say it failed: {}",
+        s.sink.abort()
+    );
+    let starved = s.listener.update_dmabuf(0, 0, 640, 480).clone();
+    assert!(
+        starved.ok && starved.latency() < QEMU_TIMEOUT,
+        "{starved:?}"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the sink ended: {}",
+        s.sink.log()
+    );
+
+    limit_fds(pid, Some(old_limit));
+    assert!(
+        s.sink
+            .wait_for_log("lit at /dev/dri", Duration::from_secs(15))
+            && s.sink.log().contains("800x600@"),
+        "not lit at 800x600 once the limit was raised: {}",
+        s.sink.log()
+    );
+    s.listener
+        .scanout_dmabuf(buffers[1].fd(), BufferDesc::xrgb(640, 480), false)
+        .unwrap();
+    assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
+    let want = letterboxed(&opaque(&buffers[1].expected(1)), (800, 600));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match read_png(&s.out).map(|got| capture::compare_rgb(&got, &want, 3)) {
+            Ok(Ok(())) => break,
+            Ok(Err(diff)) if Instant::now() > deadline => {
+                panic!("the 800x600 monitor after the replug: {diff}")
+            }
+            _ => assert!(Instant::now() < deadline, "no 800x600 picture"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = s.sink.stop();
+    assert_no_panic(&log);
+    assert_eq!(
+        crtc_fb(&Observer::open(&card)),
+        console_fb,
+        "the CRTC shows what it showed before the sink: {log}"
+    );
+    let why: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lighting it failed"))
+        .collect();
+    eprintln!(
+        "fault resize-emfile: fd limit 3: the replug into 800x600 failed \
+         ({why:?}); starved frame answered in {} ms; lit at 800x600 once the limit was \
+         raised; CRTC restored on exit",
+        starved.latency().as_millis()
     );
     drop(s.dir);
 }
