@@ -10,7 +10,8 @@
 #   start: idempotent; a daemon whose socket answers is left alone, stale
 #          pid files and sockets are cleaned first. Waits until
 #          qemu:///system answers (the first start on a machine probes
-#          QEMU's capabilities: about 8 s).
+#          QEMU's capabilities: about 8 s; inside the lab, where QEMU is
+#          nested TCG and every boot is a first start, about 25 s).
 #   stop:  stops both by their pid files (running domains are left to the
 #          caller: libvirtd re-attaches to them at its next start).
 # Logs: /var/log/libvirt/{virtlogd,libvirtd}.log
@@ -51,15 +52,15 @@ start() {
     fi
     if live /run/libvirtd.pid libvirtd; then
         # Still probing after a start a moment ago: give it the time.
-        wait_for 60 answers && return 0
+        wait_for 180 answers && return 0
         echo "libvirtd.sh: libvirtd (pid $(</run/libvirtd.pid)) does not answer" >&2
         exit 1
     fi
     rm -f /run/libvirtd.pid /run/libvirt/libvirt-sock /run/libvirt/libvirt-sock-ro \
         /run/libvirt/libvirt-admin-sock
     LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" libvirtd --daemon
-    wait_for 60 answers ||
-        { echo "libvirtd.sh: qemu:///system did not answer within 60 s" >&2; exit 1; }
+    wait_for 180 answers ||
+        { echo "libvirtd.sh: qemu:///system did not answer within 180 s" >&2; exit 1; }
 }
 
 stop_one() {

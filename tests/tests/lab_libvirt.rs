@@ -1,0 +1,253 @@
+//! `qemu-sink display --domain` in the lab: a libvirt domain on a KMS
+//! monitor (vkms), followed when it is destroyed and started again. A
+//! libvirtd runs inside the lab VM itself (`scripts/libvirtd.sh`: Debian's
+//! libvirt 11.3, qemu:///system, root), and its domain is a nested TCG
+//! QEMU: SeaBIOS with std VGA, no disk, `<graphics type='dbus'/>` (the
+//! bus libvirt starts for the domain, whose address names the domain's
+//! id, so it changes with every start).
+//!
+//! What a user sees is checked: the monitor (vkms's writeback) shows the
+//! guest's text screen as `virsh screenshot` has it, letterboxed onto the
+//! monitor's mode; after `virsh destroy` it is black and the log says QEMU
+//! went away; after `virsh start` the log says QEMU is back, and the
+//! monitor shows the new run's screen; the sink ran all along.
+//!
+//! Starts: virtlogd and libvirtd (inside the lab), one defined domain
+//! (destroyed and undefined at the end), the qemu-sink binary. Needs the
+//! lab (`scripts/lab/test.sh libvirt`) and libvirt (scripts/setup.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use capture::{read_png, RgbaFrame};
+use sink::output::kms::{find_node, NodeKind};
+use tests::lab::require_lab;
+use tests::picture::letterboxed;
+use tests::sink_run::{opaque, wait_for_picture, Sink};
+use tests::*;
+
+const URI: &str = "qemu:///system";
+
+fn project_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// libvirt's daemons, running in the lab (started if they are not).
+fn libvirtd() {
+    let started = Instant::now();
+    let status = Command::new("bash")
+        .arg(project_dir().join("scripts/libvirtd.sh"))
+        .arg("start")
+        .status()
+        .expect("running scripts/libvirtd.sh (is libvirt installed? scripts/setup.sh)");
+    assert!(status.success(), "scripts/libvirtd.sh start failed");
+    eprintln!("libvirtd answers after {:?}", started.elapsed());
+}
+
+fn virsh(args: &[&str]) -> Output {
+    let output = Command::new("virsh")
+        .args(["-q", "-c", URI])
+        .args(args)
+        .output()
+        .expect("running virsh");
+    assert!(
+        output.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A defined libvirt domain: destroyed and undefined on drop.
+struct Domain {
+    name: String,
+}
+
+impl Domain {
+    /// SeaBIOS with no disk (its text screen says so), std VGA, the D-Bus
+    /// display on libvirt's bus for the domain.
+    fn define(dir: &TempDir) -> Domain {
+        let name = format!("qemu-sink-lab-{}", std::process::id());
+        let xml = format!(
+            "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>128</memory>\n  \
+             <vcpu>1</vcpu>\n  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\n  \
+             <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    \
+             <graphics type='dbus'/>\n    <video><model type='vga'/></video>\n    \
+             <memballoon model='none'/>\n  </devices>\n</domain>\n"
+        );
+        let path = dir.path("domain.xml");
+        std::fs::write(&path, xml).unwrap();
+        virsh(&["define", path.to_str().unwrap()]);
+        Domain { name }
+    }
+
+    fn start(&self) {
+        let started = Instant::now();
+        virsh(&["start", &self.name]);
+        eprintln!("virsh start took {:?}", started.elapsed());
+    }
+
+    /// The bus address in the live XML.
+    fn address(&self) -> String {
+        let xml = String::from_utf8(virsh(&["dumpxml", &self.name]).stdout).unwrap();
+        let at = xml
+            .find("address='unix:path=")
+            .unwrap_or_else(|| panic!("no bus address in the live XML:\n{xml}"));
+        let rest = &xml[at + "address='".len()..];
+        rest[..rest.find('\'').unwrap()].to_string()
+    }
+
+    /// Stops the guest and its text cursor's blinking, so that the picture
+    /// holds still for the comparison.
+    fn freeze_screen(&self) {
+        virsh(&["suspend", &self.name]);
+        for io in ["o /b 0x3d4 0x0a", "o /b 0x3d5 0x20"] {
+            virsh(&["qemu-monitor-command", &self.name, "--hmp", io]);
+        }
+    }
+
+    fn screenshot(&self, path: &Path) -> RgbaFrame {
+        virsh(&["screenshot", &self.name, "--file", path.to_str().unwrap()]);
+        read_png(path).expect("virsh screenshot's PNG")
+    }
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        for args in [["destroy", &self.name], ["undefine", &self.name]] {
+            let _ = Command::new("virsh")
+                .args(["-q", "-c", URI])
+                .args(args)
+                .output();
+        }
+    }
+}
+
+/// Waits for the guest's text screen to reach the monitor, freezes it and
+/// checks that the monitor shows what `virsh screenshot` shows, letterboxed
+/// onto vkms's 1024x768 (vkms cannot scale: GL composes it, so within the
+/// filter's rounding).
+fn monitor_shows_the_guest(what: &str, dir: &TempDir, domain: &Domain, sink: &Sink, out: &Path) {
+    let started = Instant::now();
+    // Text mode: the sink logs the 720x400 scanout (from the second run,
+    // the first such line is the first run's, so count them).
+    let scanouts = || sink.log().matches("scanout 720x400").count();
+    let before = scanouts();
+    let deadline = started + Duration::from_secs(120);
+    while scanouts() == before {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no 720x400 scanout in 120 s; sink's log:\n{}",
+            sink.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{what}: text mode on the sink after {:?}",
+        started.elapsed()
+    );
+    // SeaBIOS prints its boot attempts within a few seconds of text mode
+    // (under nested TCG, slower than on the host).
+    std::thread::sleep(Duration::from_secs(5));
+    domain.freeze_screen();
+    let truth = domain.screenshot(&dir.path(&format!("{what}-screenshot.png")));
+    assert_eq!((truth.width, truth.height), TEXT_MODE_SIZE, "{what}");
+    let want = letterboxed(&opaque(&truth), (1024, 768));
+    tests::sink_run::wait_for_picture_within(what, out, &want, 3, Duration::from_secs(30));
+    eprintln!(
+        "{what}: monitor equals virsh screenshot after {:?}",
+        started.elapsed()
+    );
+}
+
+fn sink_is_running(sink: &Sink) -> bool {
+    // A process that exited stays a zombie until waited for: state Z.
+    std::fs::read_to_string(format!("/proc/{}/stat", sink.pid()))
+        .map(|stat| {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// `display --domain` shows the domain, goes black when it is destroyed,
+/// and shows it again once `virsh start` has started it anew (on a new bus:
+/// the domain is looked up again).
+#[test]
+#[ignore = "needs the lab"]
+fn display_domain_of_libvirt_follows_it_through_destroy_and_start() {
+    require_lab();
+    let dir = TempDir::new("lab-libvirt");
+    libvirtd();
+    let domain = Domain::define(&dir);
+    domain.start();
+    let first_bus = domain.address();
+    let card = find_node(NodeKind::Primary, "vkms").expect("the vkms card");
+    let out = dir.path("monitor.png");
+    let sink = Sink::spawn(sink_command(&[
+        "display",
+        "--domain",
+        &domain.name,
+        "--connect",
+        URI,
+        "--device",
+        card.to_str().unwrap(),
+        "--capture",
+        out.to_str().unwrap(),
+    ]));
+    monitor_shows_the_guest("first run", &dir, &domain, &sink, &out);
+    let on_bus = format!(
+        "domain {}: its display on libvirt's bus {first_bus}",
+        domain.name
+    );
+    assert!(
+        sink.log().contains(&on_bus),
+        "{on_bus:?} not in:\n{}",
+        sink.log()
+    );
+
+    // Destroyed: the monitor stays lit, black.
+    let destroyed = Instant::now();
+    virsh(&["destroy", &domain.name]);
+    assert!(
+        sink.wait_for_log("QEMU went away", Duration::from_secs(30)),
+        "{}",
+        sink.log()
+    );
+    let mut black = RgbaFrame::default();
+    black.reset(1024, 768);
+    for px in black.pixels.chunks_exact_mut(4) {
+        px[3] = 255;
+    }
+    wait_for_picture("after virsh destroy", &out, &black, Duration::from_secs(30));
+    eprintln!("black after {:?}", destroyed.elapsed());
+    // Off for a while: the sink keeps looking, and keeps running.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(sink_is_running(&sink), "{}", sink.log());
+
+    // Started again: a new domain id, so a new bus.
+    let restarted = Instant::now();
+    domain.start();
+    let second_bus = domain.address();
+    assert_ne!(first_bus, second_bus, "libvirt's bus address names the run");
+    assert!(
+        sink.wait_for_log("QEMU is back: attached again", Duration::from_secs(60)),
+        "{}",
+        sink.log()
+    );
+    eprintln!("attached again {:?} after virsh start", restarted.elapsed());
+    monitor_shows_the_guest("second run", &dir, &domain, &sink, &out);
+    assert!(sink_is_running(&sink), "{}", sink.log());
+    let log = sink.stop();
+    let on_new_bus = format!(
+        "domain {}: its display on libvirt's bus {second_bus}",
+        domain.name
+    );
+    assert!(log.contains(&on_new_bus), "{on_new_bus:?} not in:\n{log}");
+    let went = log.find("QEMU went away").expect("went away");
+    let back = log.find("QEMU is back: attached again").expect("is back");
+    assert!(went < back, "{log}");
+    drop(domain);
+    drop(dir);
+}
