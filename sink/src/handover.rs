@@ -164,53 +164,39 @@ impl ListenerHandler for Watched {
 /// the head should move (see [`Activity::choose`]), `shared` is stopped as
 /// if QEMU had left, and [`ConsoleWatch::chosen`] says where to go.
 pub struct ConsoleWatch {
-    // Dropped first: the thread stops before the listeners go.
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     chosen: Arc<Mutex<Option<u32>>>,
-    _watchers: Vec<crate::attach::Attached>,
 }
 
 /// How often the choice is looked at.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 impl ConsoleWatch {
-    /// Watches `consoles` (the VM's graphic consoles but the shown one) on
-    /// `control`'s QEMU. A console that cannot be watched is left out (and
-    /// said so): the shown one goes on either way.
+    /// Watches the graphic consoles of `control`'s QEMU other than
+    /// `shown`, from a thread of its own: finding them and attaching to
+    /// them takes D-Bus calls that must not delay the shown console's
+    /// first frame. A console that cannot be watched is left out (and said
+    /// so): the shown one goes on either way.
     pub fn start(
         control: &crate::attach::Control,
-        consoles: &[u32],
+        shown: u32,
         options: &crate::attach::AttachOptions,
         activity: SharedActivity,
         shared: Arc<crate::state::Shared>,
     ) -> ConsoleWatch {
-        // A watcher's end (QEMU gone) is the shown console's business.
-        let unseen = Arc::new(crate::state::Shared::default());
-        let watchers = consoles
-            .iter()
-            .filter_map(|&console| {
-                let options = crate::attach::AttachOptions {
-                    console,
-                    ..options.clone()
-                };
-                let handler = Box::new(Watched::watcher(console, activity.clone()));
-                match crate::attach::attach_to(control.clone(), &options, handler, &unseen) {
-                    Ok(watcher) => Some(watcher),
-                    Err(err) => {
-                        tracing::warn!("not watching console {console}: {err}");
-                        None
-                    }
-                }
-            })
-            .collect();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let chosen = Arc::new(Mutex::new(None));
+        let (control, options) = (control.clone(), options.clone());
         let thread = {
             let (stop, chosen) = (stop.clone(), chosen.clone());
             std::thread::Builder::new()
                 .name("console-watch".into())
                 .spawn(move || {
+                    let _watchers = watch_others(&control, shown, &options, &activity);
+                    if _watchers.is_empty() {
+                        return;
+                    }
                     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                         let choice = activity
                             .lock()
@@ -231,7 +217,6 @@ impl ConsoleWatch {
             thread,
             stop,
             chosen,
-            _watchers: watchers,
         }
     }
 
@@ -239,6 +224,46 @@ impl ConsoleWatch {
     pub fn chosen(&self) -> Option<u32> {
         *self.chosen.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Listeners on the VM's graphic consoles other than `shown`, each noting
+/// its updates in `activity`.
+fn watch_others(
+    control: &crate::attach::Control,
+    shown: u32,
+    options: &crate::attach::AttachOptions,
+    activity: &SharedActivity,
+) -> Vec<crate::attach::Attached> {
+    let vm = match control.describe() {
+        Ok(vm) => vm,
+        Err(err) => {
+            tracing::warn!("not following the console in use: {err}");
+            return Vec::new();
+        }
+    };
+    // A watcher's end (QEMU gone) is the shown console's business.
+    let unseen = Arc::new(crate::state::Shared::default());
+    vm.consoles
+        .iter()
+        .filter(|c| c.kind == "Graphic" && c.id != shown)
+        .filter_map(|c| {
+            let options = crate::attach::AttachOptions {
+                console: c.id,
+                ..options.clone()
+            };
+            let handler = Box::new(Watched::watcher(c.id, activity.clone()));
+            match crate::attach::attach_to(control.clone(), &options, handler, &unseen) {
+                Ok(watcher) => {
+                    tracing::debug!("watching console {} for the one in use", c.id);
+                    Some(watcher)
+                }
+                Err(err) => {
+                    tracing::warn!("not watching console {}: {err}", c.id);
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 impl Drop for ConsoleWatch {

@@ -616,9 +616,13 @@ fn run_head(
         }
         // The VM's other graphic consoles, watched for the head to follow.
         let watch = match (&activity, &running.attached) {
-            (Some(activity), Some(attached)) => {
-                watch_other_consoles(attached, console, &attach, activity, &shared)
-            }
+            (Some(activity), Some(attached)) => Some(ConsoleWatch::start(
+                &attached.control,
+                console,
+                &attach.options(),
+                activity.clone(),
+                shared.clone(),
+            )),
             _ => None,
         };
         let stopped = display.run()?;
@@ -703,41 +707,6 @@ fn list_domains(uri: Option<&str>) -> anyhow::Result<Vec<sink::libvirt::DomainIn
         }
         Err(err) => Err(err.into()),
     }
-}
-
-/// Watches the graphic consoles of `attached`'s VM other than `shown`
-/// (none: nothing to follow).
-fn watch_other_consoles(
-    attached: &sink::attach::Attached,
-    shown: u32,
-    attach: &AttachArgs,
-    activity: &SharedActivity,
-    shared: &Arc<Shared>,
-) -> Option<ConsoleWatch> {
-    let vm = match attached.control.describe() {
-        Ok(vm) => vm,
-        Err(err) => {
-            tracing::warn!("not following the console in use: {err}");
-            return None;
-        }
-    };
-    let others: Vec<u32> = vm
-        .consoles
-        .iter()
-        .filter(|c| c.kind == "Graphic" && c.id != shown)
-        .map(|c| c.id)
-        .collect();
-    if others.is_empty() {
-        return None;
-    }
-    tracing::debug!("watching consoles {others:?} for the one in use");
-    Some(ConsoleWatch::start(
-        &attached.control,
-        &others,
-        &attach.options(),
-        activity.clone(),
-        shared.clone(),
-    ))
 }
 
 /// `--heads auto`: the VM's graphic consoles in order, each on the next

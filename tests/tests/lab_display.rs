@@ -282,12 +282,25 @@ fn display_on_virtio_gpu_composes_and_flips() {
     );
     let log = s.sink.stop();
     assert!(log.contains("composed by GL"), "{log}");
-    assert!(log.contains("(0 direct, 3 composed)"), "{log}");
+    // Every frame shown was composed; on a loaded machine a frame may be
+    // replaced while it waits (answered, counted skipped), never shown
+    // another way.
     let report = read_report(&s.report);
+    let frames = &report["frames"];
+    let (shown, skipped) = (frames["shown"].as_u64(), frames["skipped"].as_u64());
+    assert!(
+        log.contains(&format!("({} direct, {} composed)", 0, shown.unwrap_or(0)))
+            && shown.unwrap_or(0) >= 1
+            && shown.zip(skipped).map(|(a, b)| a + b) == Some(3),
+        "{report}\n{log}"
+    );
     let samples = report["samples"].as_array().unwrap();
     assert!(
-        samples.iter().all(|s| s["flipped_us"].is_u64()),
-        "every frame flipped: {report}"
+        samples
+            .iter()
+            .filter(|s| s["skipped"] == false)
+            .all(|s| s["flipped_us"].is_u64()),
+        "every frame shown flipped: {report}"
     );
 }
 
