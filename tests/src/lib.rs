@@ -21,6 +21,7 @@ pub mod fake_qemu;
 pub mod fence;
 pub mod hostile;
 pub mod lab;
+pub mod libvirt;
 pub mod picture;
 pub mod silent_peer;
 pub mod sink_run;

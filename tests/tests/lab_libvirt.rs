@@ -16,113 +16,16 @@
 //! (destroyed and undefined at the end), the qemu-sink binary. Needs the
 //! lab (`scripts/lab/test.sh libvirt`) and libvirt (scripts/setup.sh).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use capture::{read_png, RgbaFrame};
+use capture::RgbaFrame;
 use sink::output::kms::{find_node, NodeKind};
 use tests::lab::require_lab;
+use tests::libvirt::{libvirtd, virsh, Domain, URI};
 use tests::picture::letterboxed;
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::*;
-
-const URI: &str = "qemu:///system";
-
-fn project_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// libvirt's daemons, running in the lab (started if they are not).
-fn libvirtd() {
-    let started = Instant::now();
-    let status = Command::new("bash")
-        .arg(project_dir().join("scripts/libvirtd.sh"))
-        .arg("start")
-        .status()
-        .expect("running scripts/libvirtd.sh (is libvirt installed? scripts/setup.sh)");
-    assert!(status.success(), "scripts/libvirtd.sh start failed");
-    eprintln!("libvirtd answers after {:?}", started.elapsed());
-}
-
-fn virsh(args: &[&str]) -> Output {
-    let output = Command::new("virsh")
-        .args(["-q", "-c", URI])
-        .args(args)
-        .output()
-        .expect("running virsh");
-    assert!(
-        output.status.success(),
-        "virsh {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// A defined libvirt domain: destroyed and undefined on drop.
-struct Domain {
-    name: String,
-}
-
-impl Domain {
-    /// SeaBIOS with no disk (its text screen says so), std VGA, the D-Bus
-    /// display on libvirt's bus for the domain.
-    fn define(dir: &TempDir) -> Domain {
-        let name = format!("qemu-sink-lab-{}", std::process::id());
-        let xml = format!(
-            "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>128</memory>\n  \
-             <vcpu>1</vcpu>\n  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\n  \
-             <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    \
-             <graphics type='dbus'/>\n    <video><model type='vga'/></video>\n    \
-             <memballoon model='none'/>\n  </devices>\n</domain>\n"
-        );
-        let path = dir.path("domain.xml");
-        std::fs::write(&path, xml).unwrap();
-        virsh(&["define", path.to_str().unwrap()]);
-        Domain { name }
-    }
-
-    fn start(&self) {
-        let started = Instant::now();
-        virsh(&["start", &self.name]);
-        eprintln!("virsh start took {:?}", started.elapsed());
-    }
-
-    /// The bus address in the live XML.
-    fn address(&self) -> String {
-        let xml = String::from_utf8(virsh(&["dumpxml", &self.name]).stdout).unwrap();
-        let at = xml
-            .find("address='unix:path=")
-            .unwrap_or_else(|| panic!("no bus address in the live XML:\n{xml}"));
-        let rest = &xml[at + "address='".len()..];
-        rest[..rest.find('\'').unwrap()].to_string()
-    }
-
-    /// Stops the guest and its text cursor's blinking, so that the picture
-    /// holds still for the comparison.
-    fn freeze_screen(&self) {
-        virsh(&["suspend", &self.name]);
-        for io in ["o /b 0x3d4 0x0a", "o /b 0x3d5 0x20"] {
-            virsh(&["qemu-monitor-command", &self.name, "--hmp", io]);
-        }
-    }
-
-    fn screenshot(&self, path: &Path) -> RgbaFrame {
-        virsh(&["screenshot", &self.name, "--file", path.to_str().unwrap()]);
-        read_png(path).expect("virsh screenshot's PNG")
-    }
-}
-
-impl Drop for Domain {
-    fn drop(&mut self) {
-        for args in [["destroy", &self.name], ["undefine", &self.name]] {
-            let _ = Command::new("virsh")
-                .args(["-q", "-c", URI])
-                .args(args)
-                .output();
-        }
-    }
-}
 
 /// Waits for the guest's text screen to reach the monitor, freezes it and
 /// checks that the monitor shows what `virsh screenshot` shows, letterboxed
@@ -180,7 +83,7 @@ fn display_domain_of_libvirt_follows_it_through_destroy_and_start() {
     require_lab();
     let dir = TempDir::new("lab-libvirt");
     libvirtd();
-    let domain = Domain::define(&dir);
+    let domain = Domain::define(&dir, "lab", "<graphics type='dbus'/>");
     domain.start();
     let first_bus = domain.address();
     let card = find_node(NodeKind::Primary, "vkms").expect("the vkms card");

@@ -11,112 +11,13 @@
 //! transient domain per test (destroyed at the end), the qemu-sink binary.
 //! Needs root (qemu:///system) and libvirt (scripts/setup.sh installs it).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-use capture::{read_png, RgbaFrame};
+use capture::read_png;
+use tests::libvirt::{Domain, URI};
 use tests::sink_run::Sink;
 use tests::*;
-
-const URI: &str = "qemu:///system";
-
-fn project_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// libvirt's daemons, running (started if they are not).
-fn libvirtd() {
-    let status = Command::new("bash")
-        .arg(project_dir().join("scripts/libvirtd.sh"))
-        .arg("start")
-        .status()
-        .expect("running scripts/libvirtd.sh (is libvirt installed? scripts/setup.sh)");
-    assert!(status.success(), "scripts/libvirtd.sh start failed");
-}
-
-fn virsh(args: &[&str]) -> Output {
-    let output = Command::new("virsh")
-        .args(["-q", "-c", URI])
-        .args(args)
-        .output()
-        .expect("running virsh");
-    assert!(
-        output.status.success(),
-        "virsh {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// A libvirt domain of this test's: destroyed (and undefined) on drop.
-struct Domain {
-    name: String,
-}
-
-impl Domain {
-    /// The domain XML: SeaBIOS with no disk (its text screen says so),
-    /// std VGA, `graphics` as the D-Bus display (or none).
-    fn xml(name: &str, graphics: &str) -> String {
-        format!(
-            "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>128</memory>\n  \
-             <vcpu>1</vcpu>\n  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\n  \
-             <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    {graphics}\n    \
-             <video><model type='vga'/></video>\n    <memballoon model='none'/>\n  </devices>\n</domain>\n"
-        )
-    }
-
-    /// Started at once (transient).
-    fn start(dir: &TempDir, tag: &str, graphics: &str) -> Domain {
-        let domain = Domain::write(dir, tag, graphics);
-        virsh(&["create", dir.path(&format!("{tag}.xml")).to_str().unwrap()]);
-        domain
-    }
-
-    /// Defined, not started.
-    fn define(dir: &TempDir, tag: &str, graphics: &str) -> Domain {
-        let domain = Domain::write(dir, tag, graphics);
-        virsh(&["define", dir.path(&format!("{tag}.xml")).to_str().unwrap()]);
-        domain
-    }
-
-    fn write(dir: &TempDir, tag: &str, graphics: &str) -> Domain {
-        libvirtd();
-        let name = format!("qemu-sink-test-{tag}-{}", std::process::id());
-        std::fs::write(
-            dir.path(&format!("{tag}.xml")),
-            Domain::xml(&name, graphics),
-        )
-        .unwrap();
-        Domain { name }
-    }
-
-    /// Stops the guest and its text cursor's blinking, so that the
-    /// picture holds still for the comparison (as `TestVm::freeze_screen`).
-    fn freeze_screen(&self) {
-        virsh(&["suspend", &self.name]);
-        for io in ["o /b 0x3d4 0x0a", "o /b 0x3d5 0x20"] {
-            virsh(&["qemu-monitor-command", &self.name, "--hmp", io]);
-        }
-    }
-
-    /// libvirt's own picture of the console: the ground truth.
-    fn screenshot(&self, path: &Path) -> RgbaFrame {
-        virsh(&["screenshot", &self.name, "--file", path.to_str().unwrap()]);
-        read_png(path).expect("virsh screenshot's PNG")
-    }
-}
-
-impl Drop for Domain {
-    fn drop(&mut self) {
-        for args in [["destroy", &self.name], ["undefine", &self.name]] {
-            let _ = Command::new("virsh")
-                .args(["-q", "-c", URI])
-                .args(args)
-                .output();
-        }
-    }
-}
 
 /// `capture --domain` until the frozen text screen settles, compared with
 /// `virsh screenshot`. Returns the sink's log.
@@ -155,7 +56,7 @@ fn capture_matches_screenshot(dir: &TempDir, domain: &Domain) -> String {
 #[test]
 fn capture_domain_on_libvirts_bus_equals_virsh_screenshot() {
     let dir = TempDir::new("libvirt-bus");
-    let domain = Domain::start(&dir, "bus", "<graphics type='dbus'/>");
+    let domain = Domain::create(&dir, "bus", "<graphics type='dbus'/>");
     let log = capture_matches_screenshot(&dir, &domain);
     let on_bus = format!(
         "domain {}: its display on libvirt's bus unix:path=",
@@ -181,7 +82,7 @@ fn capture_domain_on_libvirts_bus_equals_virsh_screenshot() {
 #[test]
 fn capture_domain_p2p_through_libvirt_equals_virsh_screenshot() {
     let dir = TempDir::new("libvirt-p2p");
-    let domain = Domain::start(&dir, "p2p", "<graphics type='dbus' p2p='yes'/>");
+    let domain = Domain::create(&dir, "p2p", "<graphics type='dbus' p2p='yes'/>");
     let log = capture_matches_screenshot(&dir, &domain);
     let through = format!("domain {}: its display p2p, through libvirt", domain.name);
     assert!(log.contains(&through), "{log}");
