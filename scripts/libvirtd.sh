@@ -41,9 +41,13 @@ answers() { virsh -q -c qemu:///system version; }
 
 start() {
     mkdir -p /run/libvirt /var/log/libvirt
+    # Tests start it side by side: one start at a time (the daemons do not
+    # inherit the lock's fd, else they would hold it for ever).
+    exec 9>/run/qemu-sink-libvirtd.lock
+    flock 9
     if ! { live /run/virtlogd.pid virtlogd && [[ -S /run/libvirt/virtlogd-sock ]]; }; then
         rm -f /run/virtlogd.pid /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock
-        LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/virtlogd.log" virtlogd --daemon
+        LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/virtlogd.log" virtlogd --daemon 9>&-
         wait_for 10 test -S /run/libvirt/virtlogd-sock ||
             { echo "libvirtd.sh: virtlogd did not start" >&2; exit 1; }
     fi
@@ -58,7 +62,7 @@ start() {
     fi
     rm -f /run/libvirtd.pid /run/libvirt/libvirt-sock /run/libvirt/libvirt-sock-ro \
         /run/libvirt/libvirt-admin-sock
-    LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" libvirtd --daemon
+    LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" libvirtd --daemon 9>&-
     wait_for 180 answers ||
         { echo "libvirtd.sh: qemu:///system did not answer within 180 s" >&2; exit 1; }
 }
