@@ -27,16 +27,29 @@ use tests::picture::letterboxed;
 use tests::sink_run::{opaque, wait_for_picture, Sink};
 use tests::*;
 
+/// How many 720x400 (VGA text mode) scanouts the sink has logged.
+fn text_mode_scanouts(sink: &Sink) -> usize {
+    sink.log().matches("scanout 720x400").count()
+}
+
 /// Waits for the guest's text screen to reach the monitor, freezes it and
 /// checks that the monitor shows what `virsh screenshot` shows, letterboxed
 /// onto vkms's 1024x768 (vkms cannot scale: GL composes it, so within the
 /// filter's rounding).
-fn monitor_shows_the_guest(what: &str, dir: &TempDir, domain: &Domain, sink: &Sink, out: &Path) {
+fn monitor_shows_the_guest(
+    what: &str,
+    dir: &TempDir,
+    domain: &Domain,
+    sink: &Sink,
+    out: &Path,
+    before: usize,
+) {
     let started = Instant::now();
-    // Text mode: the sink logs the 720x400 scanout (from the second run,
-    // the first such line is the first run's, so count them).
-    let scanouts = || sink.log().matches("scanout 720x400").count();
-    let before = scanouts();
+    // Text mode: the sink logs the 720x400 scanout; `before` of them were
+    // logged before this run started (the first run's), counted by the
+    // caller before it started the domain: the new one may come before
+    // this is called.
+    let scanouts = || text_mode_scanouts(sink);
     let deadline = started + Duration::from_secs(120);
     while scanouts() == before {
         assert!(
@@ -99,7 +112,7 @@ fn display_domain_of_libvirt_follows_it_through_destroy_and_start() {
         "--capture",
         out.to_str().unwrap(),
     ]));
-    monitor_shows_the_guest("first run", &dir, &domain, &sink, &out);
+    monitor_shows_the_guest("first run", &dir, &domain, &sink, &out, 0);
     let on_bus = format!(
         "domain {}: its display on libvirt's bus {first_bus}",
         domain.name
@@ -130,6 +143,7 @@ fn display_domain_of_libvirt_follows_it_through_destroy_and_start() {
     assert!(sink_is_running(&sink), "{}", sink.log());
 
     // Started again: a new domain id, so a new bus.
+    let first_runs = text_mode_scanouts(&sink);
     let restarted = Instant::now();
     domain.start();
     let second_bus = domain.address();
@@ -140,7 +154,7 @@ fn display_domain_of_libvirt_follows_it_through_destroy_and_start() {
         sink.log()
     );
     eprintln!("attached again {:?} after virsh start", restarted.elapsed());
-    monitor_shows_the_guest("second run", &dir, &domain, &sink, &out);
+    monitor_shows_the_guest("second run", &dir, &domain, &sink, &out, first_runs);
     assert!(sink_is_running(&sink), "{}", sink.log());
     let log = sink.stop();
     let on_new_bus = format!(
