@@ -294,13 +294,6 @@ impl Control {
         }
     }
 
-    /// The VM's console numbers (one property read).
-    pub fn console_ids(&self) -> Result<Vec<u32>, AttachError> {
-        self.vm()?
-            .console_ids()
-            .map_err(call_err(self.peer_name(), "reading VM ConsoleIDs"))
-    }
-
     /// Describes the VM behind this control connection.
     pub fn describe(&self) -> Result<VmInfo, AttachError> {
         let peer = self.peer_name();

@@ -614,24 +614,15 @@ fn run_head(
                 console,
             });
         }
-        // The VM's other graphic consoles, watched for the head to follow
-        // (a VM with one console, the usual case, costs one property read
-        // and no thread).
+        // The VM's other graphic consoles, watched for the head to follow.
         let watch = match (&activity, &running.attached) {
-            (Some(activity), Some(attached))
-                if attached
-                    .control
-                    .console_ids()
-                    .is_ok_and(|ids| ids.iter().any(|&id| id != console)) =>
-            {
-                Some(ConsoleWatch::start(
-                    &attached.control,
-                    console,
-                    &attach.options(),
-                    activity.clone(),
-                    shared.clone(),
-                ))
-            }
+            (Some(activity), Some(attached)) => Some(ConsoleWatch::start(
+                &attached.control,
+                console,
+                &attach.options(),
+                activity.clone(),
+                shared.clone(),
+            )),
             _ => None,
         };
         let stopped = display.run()?;
