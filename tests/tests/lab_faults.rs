@@ -25,7 +25,7 @@ use tests::lab::{
     Observer, PreferredMode,
 };
 use tests::picture::letterboxed;
-use tests::sink_run::{opaque, wait_for_picture, Sink};
+use tests::sink_run::{opaque, wait_for_picture, wait_for_picture_within, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::*;
 
@@ -427,17 +427,13 @@ fn fault_replug_into_another_size_with_no_fd_left() {
         .unwrap();
     assert!(s.listener.update_dmabuf(0, 0, 640, 480).ok);
     let want = letterboxed(&opaque(&buffers[1].expected(1)), (800, 600));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match read_png(&s.out).map(|got| capture::compare_rgb(&got, &want, 3)) {
-            Ok(Ok(())) => break,
-            Ok(Err(diff)) if Instant::now() > deadline => {
-                panic!("the 800x600 monitor after the replug: {diff}")
-            }
-            _ => assert!(Instant::now() < deadline, "no 800x600 picture"),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_picture_within(
+        "the 800x600 monitor after the replug",
+        &s.out,
+        &want,
+        3,
+        Duration::from_secs(30),
+    );
     let log = s.sink.stop();
     assert_no_panic(&log);
     assert_eq!(

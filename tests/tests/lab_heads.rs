@@ -9,14 +9,13 @@
 
 use std::time::Duration;
 
-use capture::read_png;
 use drm_fourcc::DrmFourcc;
 use serde_json::Value;
 use sink::output::kms::{find_node, NodeKind};
 use tests::fake_qemu::{BufferDesc, FakeListener, FakeQemu};
 use tests::lab::{connectors, first_connector, require_lab, ForcedConnector};
 use tests::picture::letterboxed;
-use tests::sink_run::{opaque, wait_for_picture, Sink};
+use tests::sink_run::{opaque, wait_for_picture, wait_for_picture_within, Sink};
 use tests::udmabuf::Udmabuf;
 use tests::*;
 
@@ -358,23 +357,8 @@ fn display_heads_a_real_qemus_two_consoles_each_equal_its_screendump() {
     for (id, truth) in truths.iter().enumerate() {
         let want = letterboxed(&opaque(truth), (1024, 768));
         let out = dir.path(&format!("screen-{id}.png"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match read_png(&out).map(|got| capture::compare_rgb(&got, &want, 3)) {
-                Ok(Ok(())) => break,
-                Ok(Err(diff)) if std::time::Instant::now() > deadline => {
-                    panic!(
-                        "head {id} on {} vs console {id}'s screendump: {diff}",
-                        names[id]
-                    )
-                }
-                _ => assert!(
-                    std::time::Instant::now() < deadline,
-                    "head {id}: no picture"
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let what = format!("head {id} on {} vs console {id}'s screendump", names[id]);
+        wait_for_picture_within(&what, &out, &want, 3, Duration::from_secs(60));
     }
     let log = sink.stop();
     assert!(log.contains("head 0: display on"), "{log}");
