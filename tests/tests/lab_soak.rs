@@ -95,46 +95,71 @@ fn usage(pid: u32) -> Usage {
 }
 
 /// Resident KiB of each mapping of the process (`/proc/PID/smaps`), keyed
-/// by its file, or its start address when anonymous.
-fn resident_by_mapping(pid: u32) -> std::collections::HashMap<String, u64> {
+/// by its file, or its start address when anonymous, with how much of it
+/// is transparent huge pages.
+fn resident_by_mapping(pid: u32) -> std::collections::HashMap<String, Resident> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut map = std::collections::HashMap::new();
+    let mut map = std::collections::HashMap::<String, Resident>::new();
     let mut key = String::new();
+    let kib = |value: &str| -> u64 {
+        value
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
     for line in text.lines() {
-        if let Some(kib) = line.strip_prefix("Rss:") {
-            let kib: u64 = kib
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(0);
-            *map.entry(key.clone()).or_insert(0) += kib;
-        } else if line.split_whitespace().nth(1).is_some_and(|p| p.len() == 4) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A mapping's header: "start-end perms offset dev inode [path]".
+        if fields.first().is_some_and(|range| {
+            range.contains('-') && range.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+        }) {
             key = match fields.get(5) {
                 Some(path) => path.to_string(),
                 None => format!("anon@{}", fields[0].split('-').next().unwrap_or("")),
             };
+        } else if let Some(value) = line.strip_prefix("Rss:") {
+            map.entry(key.clone()).or_default().rss_kib += kib(value);
+        } else if let Some(value) = line.strip_prefix("AnonHugePages:") {
+            map.entry(key.clone()).or_default().huge_kib += kib(value);
         }
     }
     map
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Resident {
+    rss_kib: u64,
+    /// Of which transparent huge pages (`AnonHugePages`).
+    huge_kib: u64,
+}
+
 /// The mappings that grew most from `before` to `after`, one per line.
 fn growth_by_mapping(
-    before: &std::collections::HashMap<String, u64>,
-    after: &std::collections::HashMap<String, u64>,
+    before: &std::collections::HashMap<String, Resident>,
+    after: &std::collections::HashMap<String, Resident>,
 ) -> String {
     let mut grown: Vec<(i64, &String)> = after
         .iter()
-        .map(|(k, &v)| (v as i64 - before.get(k).copied().unwrap_or(0) as i64, k))
+        .map(|(k, v)| {
+            let was = before.get(k).map_or(0, |r| r.rss_kib);
+            (v.rss_kib as i64 - was as i64, k)
+        })
         .filter(|(d, _)| *d != 0)
         .collect();
     grown.sort_unstable_by(|a, b| b.cmp(a));
     grown
         .iter()
         .take(8)
-        .map(|(d, k)| format!("  {d:+} KiB {k} (now {} KiB)\n", after[*k]))
+        .map(|(d, k)| {
+            let now = after[*k];
+            let huge_was = before.get(*k).map_or(0, |r| r.huge_kib);
+            format!(
+                "  {d:+} KiB {k} (now {} KiB, of which huge pages {} KiB, were {huge_was} KiB)\n",
+                now.rss_kib, now.huge_kib
+            )
+        })
         .collect()
 }
 
@@ -760,12 +785,16 @@ fn soak_display_qemu_sigkill_restarts() {
         peak_rss_kib = peak_rss_kib.max(now.rss_kib);
         eprintln!(
             "soak: restarts: cycle {}/{cycles} ({kind}) lit and black again, {:.1} s: \
-             fds {}, threads {}, RSS {} KiB",
+             fds {}, threads {}, RSS {} KiB (huge pages {} KiB)",
             n + 1,
             began.elapsed().as_secs_f64(),
             now.fds,
             now.threads,
-            now.rss_kib
+            now.rss_kib,
+            resident_by_mapping(pid)
+                .values()
+                .map(|r| r.huge_kib)
+                .sum::<u64>()
         );
         let fds_now = fd_targets(pid);
         if n > 0 && fds_now != prev_fds {
