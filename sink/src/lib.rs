@@ -8,6 +8,7 @@ pub mod handover;
 pub mod input;
 pub mod latency;
 pub mod libvirt;
+pub mod memory;
 pub mod notify;
 pub mod output;
 pub mod qmp;

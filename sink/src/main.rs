@@ -981,6 +981,7 @@ fn open_seat(choice: &SeatChoice) -> anyhow::Result<Option<Seat>> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    sink::memory::opt_out_of_huge_pages();
     if let Command::Display(args) = &cli.command {
         // libseat reads its backend from the environment: chosen here,
         // before any thread runs, so that `--seat auto` uses seatd or
