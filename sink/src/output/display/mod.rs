@@ -43,12 +43,13 @@ use std::time::{Duration, Instant};
 use drm::buffer::{DrmFourcc, DrmModifier};
 use gl_renderer::{Composition, RenderDevice, Renderer, Target};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::frame::{monotonic_now, DmabufEvent, FrameRecord};
 use crate::latency::LatencyStats;
 use crate::output::gl_capture::first_draw;
 use crate::output::headless::Stopped;
+use crate::output::kms::device::poll_timeout;
 use crate::output::kms::{
     Card, CardAccess, CardChoice, Committer, FlipEvent, Framebuffer, KmsError, ModeSpec, Rect,
     ScanoutBuffer,
@@ -720,9 +721,7 @@ fn wait_for(
     wake: BorrowedFd<'_>,
     timeout: Duration,
 ) -> std::io::Result<bool> {
-    // Round up: a 0.4 ms remainder must not become a busy 0 ms poll.
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let ms = poll_timeout(timeout);
     let mut fds = [
         PollFd::new(card, PollFlags::POLLIN),
         PollFd::new(routed, PollFlags::POLLIN),

@@ -545,14 +545,19 @@ impl Card {
     }
 }
 
+/// `timeout` as poll(2) takes it, rounded up: a 0.4 ms remainder must not
+/// become a busy 0 ms poll.
+pub(crate) fn poll_timeout(timeout: Duration) -> PollTimeout {
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+}
+
 /// Waits until `fd` is readable; `false` on timeout.
 pub(super) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        // Round up: a 0.4 ms remainder must not become a busy 0 ms poll.
-        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let ms = poll_timeout(left);
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         match poll(&mut fds, ms) {
             Ok(0) => return Ok(false),

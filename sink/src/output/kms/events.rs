@@ -10,9 +10,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::device::poll_timeout;
 use drm::control::{crtc, Device as ControlDevice, Event};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::commit::FlipEvent;
@@ -175,9 +176,7 @@ fn wait_card_or_route(
     route: BorrowedFd<'_>,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    // Round up: a 0.4 ms remainder must not become a busy 0 ms poll.
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let ms = poll_timeout(timeout);
     let mut fds = [
         PollFd::new(card, PollFlags::POLLIN),
         PollFd::new(route, PollFlags::POLLIN),
