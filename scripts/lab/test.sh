@@ -79,7 +79,16 @@ mkdir "$claims"
     echo '}'
 } >"$guest"
 
+# scripts/lab/durations: "MS NAME" per line, the times of a full run
+# (each run writes its own to target/lab/durations; copy it over when the
+# suite's times have moved).
+declare -A durations=()
+while read -r ms name; do
+    [[ $ms =~ ^[0-9]+$ && -n $name ]] && durations[$name]=$ms
+done < <(cat "$here/durations" 2>/dev/null || true)
+
 listed=0
+: >"$work/queue"
 for exe in "${executables[@]}"; do
     while IFS= read -r line; do
         [[ $line == *": test" ]] || continue
@@ -92,11 +101,17 @@ for exe in "${executables[@]}"; do
             done
             ((keep)) || continue
         fi
-        printf 'run %q %q\n' "$exe" "$name" >>"$guest"
+        # Longest first (the last full run's times; a test not timed yet
+        # counts as long): the lanes end close together.
+        ms=${durations[$name]:-600000}
+        printf '%d\trun %q %q\n' "$ms" "$exe" "$name" >>"$work/queue"
         echo "  ${exe##*/}: $name" >&2
         listed=$((listed + 1))
     done < <("$exe" --list --ignored 2>/dev/null)
 done
+if ((listed > 0)); then
+    sort -t $'\t' -k1,1nr -s "$work/queue" | cut -f2- >>"$guest"
+fi
 echo 'exit "$failed"' >>"$guest"
 
 if ((listed == 0)); then
@@ -148,13 +163,17 @@ while IFS= read -r line; do
 done <"$work/lab.log"
 
 echo >&2
+: >"$proj/target/lab/durations.new"
 while IFS= read -r line; do
     if [[ $line =~ ^lab-test:\ (.+)\ exit=([0-9]+)\ ms=([0-9]+)$ ]]; then
         verdict=ok
         ((BASH_REMATCH[2] == 0)) || verdict="FAILED (exit ${BASH_REMATCH[2]})"
         printf 'lab:   %-60s %6d ms  %s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]}" "$verdict" >&2
+        echo "${BASH_REMATCH[3]} ${BASH_REMATCH[1]}" >>"$proj/target/lab/durations.new"
     fi
 done <"$work/lab.log"
+sort -nr "$proj/target/lab/durations.new" >"$proj/target/lab/durations"
+rm -f "$proj/target/lab/durations.new"
 
 ok=1
 ((status == 124 || status == 125)) && ok=0
