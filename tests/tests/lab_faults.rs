@@ -274,6 +274,19 @@ fn crtc_fb(observer: &Observer) -> u32 {
         .unwrap_or(0)
 }
 
+/// Stops the sink, which must not have panicked and must leave the CRTC
+/// showing what it showed before the sink (`console_fb`); its log.
+fn stopped_with_the_crtc_restored(sink: Sink, card: &Path, console_fb: u32) -> String {
+    let log = sink.stop();
+    assert_no_panic(&log);
+    assert_eq!(
+        crtc_fb(&Observer::open(card)),
+        console_fb,
+        "the CRTC shows what it showed before the sink: {log}"
+    );
+    log
+}
+
 /// The monitor unplugged and plugged back while the sink has no file
 /// descriptor left (RLIMIT_NOFILE lowered to its open fds): it is lit
 /// again or says in one line why not, keeps running and answering; with
@@ -337,13 +350,7 @@ fn fault_replug_with_no_fd_left() {
         Duration::from_secs(30),
     );
     let relit = replugged.elapsed();
-    let log = s.sink.stop();
-    assert_no_panic(&log);
-    assert_eq!(
-        crtc_fb(&Observer::open(&card)),
-        console_fb,
-        "the CRTC shows what it showed before the sink: {log}"
-    );
+    let log = stopped_with_the_crtc_restored(s.sink, &card, console_fb);
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("Too many open files") || l.contains("lighting it failed"))
@@ -434,13 +441,7 @@ fn fault_replug_into_another_size_with_no_fd_left() {
         3,
         Duration::from_secs(30),
     );
-    let log = s.sink.stop();
-    assert_no_panic(&log);
-    assert_eq!(
-        crtc_fb(&Observer::open(&card)),
-        console_fb,
-        "the CRTC shows what it showed before the sink: {log}"
-    );
+    let log = stopped_with_the_crtc_restored(s.sink, &card, console_fb);
     let why: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("lighting it failed"))
