@@ -531,7 +531,7 @@ fn run_head(
     args: &DisplayArgs,
     shared: Arc<Shared>,
     heads: usize,
-    with_input: bool,
+    input: Option<(&InputThread, usize)>,
     access: &CardAccess,
 ) -> anyhow::Result<()> {
     let several = heads > 1;
@@ -570,21 +570,6 @@ fn run_head(
         heads,
         &format!("showing console {} (waiting for QEMU)", head.console),
     );
-    // Input goes to QEMU's console: not with vdmabuf (no QEMU), and with
-    // several heads to the first one's console only (for now).
-    let input = match (&args.source, args.no_input || !with_input) {
-        (Source::Dbus, false) => Some(InputThread::start(
-            InputOptions {
-                devices: args.input_device.clone(),
-                seat: match access {
-                    CardAccess::Seat(seat) => Some(seat.clone()),
-                    CardAccess::Direct => None,
-                },
-            },
-            shared.clone(),
-        )?),
-        _ => None,
-    };
     let mut attached_once = false;
     let stopped = loop {
         let running = match start_watched_source(&args.source, &attach, &shared, activity.as_ref())
@@ -607,12 +592,16 @@ fn run_head(
             tracing::info!("QEMU is back: attached again");
         }
         attached_once = true;
-        if let (Some(input), Some(attached)) = (&input, &running.attached) {
-            input.attach(Target {
-                connection: attached.control.connection.clone(),
-                destination: attached.control.peer.clone(),
-                console,
-            });
+        if let (Some((input, screen)), Some(attached)) = (input, &running.attached) {
+            input.attach(
+                screen,
+                Target {
+                    connection: attached.control.connection.clone(),
+                    destination: attached.control.peer.clone(),
+                    console,
+                },
+                shared.clone(),
+            );
         }
         // The VM's other graphic consoles, watched for the head to follow.
         let watch = match (&activity, &running.attached) {
@@ -628,8 +617,8 @@ fn run_head(
         let stopped = display.run()?;
         let moved = watch.as_ref().and_then(ConsoleWatch::chosen);
         drop(watch);
-        if let Some(input) = &input {
-            input.detach();
+        if let Some((input, screen)) = input {
+            input.detach(screen);
         }
         running.stop(&shared);
         if stopped != Stopped::Disconnected || !matches!(args.source, Source::Dbus) {
@@ -650,9 +639,11 @@ fn run_head(
         }
         display.blank()?;
     };
-    // The devices go back to the VT before the CRTC does.
-    let input_to_call = input.as_ref().and_then(InputThread::latency);
-    drop(input);
+    // (The input thread, shared by the heads, is the first head's to
+    // report on.)
+    let input_to_call = input
+        .filter(|(_, screen)| *screen == 0)
+        .and_then(|(input, _)| input.latency());
     let mut summary = display.finish(stopped)?;
     let name = if several {
         format!("head {}: ", head.console)
@@ -752,6 +743,22 @@ fn auto_heads(attach: &AttachArgs) -> anyhow::Result<Vec<HeadSpec>> {
 /// `display` with several heads: one thread per head (each with its
 /// console's `Shared`, its output thread and its attachment), so that one
 /// head's trouble never stalls another. A head that fails stops the others.
+/// The input thread of `display`: none with vdmabuf (no QEMU to send
+/// to) or `--no-input`. One for all the heads: each is a screen of it.
+fn start_input(args: &DisplayArgs, access: &CardAccess) -> anyhow::Result<Option<InputThread>> {
+    if args.no_input || !matches!(args.source, Source::Dbus) {
+        return Ok(None);
+    }
+    let options = InputOptions {
+        devices: args.input_device.clone(),
+        seat: match access {
+            CardAccess::Seat(seat) => Some(seat.clone()),
+            CardAccess::Direct => None,
+        },
+    };
+    Ok(Some(InputThread::start(options).context("starting input")?))
+}
+
 fn run_heads(
     heads: &[HeadSpec],
     args: &DisplayArgs,
@@ -783,8 +790,10 @@ fn run_heads(
             }
         }
     }
+    let input = start_input(args, access)?;
     let (done, finished) = std::sync::mpsc::channel();
-    // The monitors side by side in the guest's desktop, in head order.
+    // The monitors side by side in the guest's desktop, in head order
+    // (and for the pointer, which crosses from one to the next).
     let layout = sink::state::HeadLayout::new(heads.len());
     std::thread::scope(|scope| {
         for (i, head) in heads.iter().enumerate() {
@@ -797,6 +806,7 @@ fn run_heads(
             };
             shared.join_layout(layout.clone(), i);
             let done = done.clone();
+            let input = input.as_ref();
             std::thread::Builder::new()
                 .name(format!("head-{}", head.console))
                 .spawn_scoped(scope, move || {
@@ -805,7 +815,14 @@ fn run_heads(
                     let _head = tracing::info_span!("head", console = head.console).entered();
                     let _ = done.send((
                         head.console,
-                        run_head(head, args, shared, heads.len(), i == 0, access),
+                        run_head(
+                            head,
+                            args,
+                            shared,
+                            heads.len(),
+                            input.map(|input| (input, i)),
+                            access,
+                        ),
                     ));
                 })
                 .expect("spawning a thread");
@@ -921,7 +938,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => CardAccess::Direct,
             };
             let result = match heads.as_slice() {
-                [head] => run_head(head, &args, shared, 1, true, &access),
+                [head] => {
+                    let input = start_input(&args, &access)?;
+                    run_head(
+                        head,
+                        &args,
+                        shared,
+                        1,
+                        input.as_ref().map(|input| (input, 0)),
+                        &access,
+                    )
+                }
                 _ => run_heads(&heads, &args, &shared, &targets, &access),
             };
             sink::notify::notify("STOPPING=1");

@@ -26,6 +26,8 @@ use zbus::blocking::Connection;
 struct FakeConsole {
     listeners: Mutex<Receiver<OwnedFd>>,
     ui_infos: Mutex<Receiver<UiInfo>>,
+    /// Its `Keyboard`/`Mouse`/`MultiTouch` calls.
+    inputs: Mutex<Receiver<InputCall>>,
 }
 
 /// A fake QEMU on a bus, owning (or queued for) `org.qemu`.
@@ -36,11 +38,11 @@ pub struct FakeQemu {
     /// console can be waited on from a thread of its own, as QEMU serves
     /// them all at once).
     consoles: Vec<FakeConsole>,
-    /// Console 0's `Keyboard`/`Mouse`/`MultiTouch` calls.
-    inputs: Mutex<Receiver<InputCall>>,
 }
 
-const CONSOLE_PATH: &str = "/org/qemu/Display1/Console_0";
+fn console_path(id: usize) -> String {
+    format!("/org/qemu/Display1/Console_{id}")
+}
 
 impl FakeQemu {
     /// One console (`VGA`) of `size`.
@@ -68,38 +70,37 @@ impl FakeQemu {
                 console_ids: (0..sizes.len() as u32).collect(),
             },
         )?;
-        // Input goes to console 0 (the sink forwards it there).
-        let (input_tx, inputs) = channel();
-        let first = sizes.first().copied().unwrap_or((640, 480));
-        builder = builder
-            .serve_at(
-                CONSOLE_PATH,
-                KeyboardServer {
-                    calls: input_tx.clone(),
-                },
-            )?
-            .serve_at(
-                CONSOLE_PATH,
-                MouseServer {
-                    calls: input_tx.clone(),
-                    absolute: false,
-                    width: first.0,
-                    height: first.1,
-                },
-            )?
-            .serve_at(
-                CONSOLE_PATH,
-                MultiTouchServer {
-                    calls: input_tx,
-                    max_slots: 10,
-                },
-            )?;
         let mut consoles = Vec::new();
         for (id, &(width, height)) in sizes.iter().enumerate() {
+            // Each console takes input of its own, as QEMU's do.
+            let (input_tx, inputs) = channel();
+            builder = builder
+                .serve_at(
+                    console_path(id),
+                    KeyboardServer {
+                        calls: input_tx.clone(),
+                    },
+                )?
+                .serve_at(
+                    console_path(id),
+                    MouseServer {
+                        calls: input_tx.clone(),
+                        absolute: false,
+                        width,
+                        height,
+                    },
+                )?
+                .serve_at(
+                    console_path(id),
+                    MultiTouchServer {
+                        calls: input_tx,
+                        max_slots: 10,
+                    },
+                )?;
             let (tx, listeners) = channel();
             let (ui_info_tx, ui_infos) = channel();
             builder = builder.serve_at(
-                format!("/org/qemu/Display1/Console_{id}"),
+                console_path(id),
                 ConsoleServer {
                     label: if id == 0 {
                         "VGA".into()
@@ -115,6 +116,7 @@ impl FakeQemu {
             consoles.push(FakeConsole {
                 listeners: Mutex::new(listeners),
                 ui_infos: Mutex::new(ui_infos),
+                inputs: Mutex::new(inputs),
             });
         }
         let bus = builder
@@ -133,14 +135,19 @@ impl FakeQemu {
             name: name.to_owned(),
             _bus: bus,
             consoles,
-            inputs: Mutex::new(inputs),
         })
     }
 
-    /// The next `Keyboard`/`Mouse`/`MultiTouch` call the console received
+    /// The next `Keyboard`/`Mouse`/`MultiTouch` call console 0 received
     /// (and accepted), waiting at most `timeout`.
     pub fn next_input(&self, timeout: Duration) -> Option<InputCall> {
-        self.inputs.lock().unwrap().recv_timeout(timeout).ok()
+        self.next_input_on(0, timeout)
+    }
+
+    /// The next input call console `id` received, waiting at most `timeout`.
+    pub fn next_input_on(&self, id: usize, timeout: Duration) -> Option<InputCall> {
+        let calls = self.consoles[id].inputs.lock().unwrap();
+        calls.recv_timeout(timeout).ok()
     }
 
     /// Every input call received within `quiet` of the previous one.
@@ -152,10 +159,15 @@ impl FakeQemu {
     /// does when the guest's pointer device changes: `IsAbsolute` changes
     /// and is signalled.
     pub fn set_absolute(&self, absolute: bool) -> anyhow::Result<()> {
+        self.set_absolute_on(0, absolute)
+    }
+
+    /// [`FakeQemu::set_absolute`] for console `id`.
+    pub fn set_absolute_on(&self, id: usize, absolute: bool) -> anyhow::Result<()> {
         let mouse = self
             ._bus
             .object_server()
-            .interface::<_, MouseServer>(CONSOLE_PATH)?;
+            .interface::<_, MouseServer>(console_path(id))?;
         mouse.get_mut().absolute = absolute;
         zbus::block_on(mouse.get().is_absolute_changed(mouse.signal_emitter()))?;
         Ok(())

@@ -313,6 +313,135 @@ fn display_heads_two_consoles_on_one_card() {
     }
 }
 
+/// One mouse and one keyboard for two heads: the monitors stand side by
+/// side in head order (640x480 each, showing their 640x480 consoles one to
+/// one), the pointer crosses from console 0's monitor onto console 1's at
+/// the right edge and back at the left, and the keys go to the console
+/// whose monitor has the pointer. A button held while crossing is released
+/// on the console it was pressed on, and its physical release goes nowhere.
+#[test]
+#[ignore = "needs the lab"]
+fn input_the_pointer_crosses_from_head_to_head_and_the_keys_follow_it() {
+    use dbus_interfaces::format::PIXMAN_X8R8G8B8;
+    use dbus_interfaces::qemu_side::InputCall::{self, *};
+    use tests::uinput::{Spec, VirtualDevice, BTN_LEFT, EV_KEY, EV_REL, REL_X, REL_Y};
+    const KEY_A: u16 = 30;
+
+    require_lab();
+    let mut mouse = VirtualDevice::create(&Spec::mouse("qemu-sink heads mouse")).unwrap();
+    let mut keyboard = VirtualDevice::create(&Spec::keyboard("qemu-sink heads keyboard")).unwrap();
+    let (virtio, names, _second) = one_card_two_outputs();
+    let dir = TempDir::new("lab-heads-input");
+    let bus = private_bus(&dir);
+    let fake = FakeQemu::with_consoles(&bus.address, "headsinput", UUID, &[SIZE, SIZE]).unwrap();
+    let sink = display_on_one_card(
+        &["--bus", &bus.address, "--vm", "headsinput"],
+        &virtio,
+        &names,
+        "640x480",
+        &dir.path("screen.png"),
+        &[
+            "--input-device",
+            mouse.node.to_str().unwrap(),
+            "--input-device",
+            keyboard.node.to_str().unwrap(),
+        ],
+    );
+    let (first, second) = accept_both(&fake, &sink);
+    // Each console shows a picture, so that its monitor has placed it.
+    let pixels = vec![0x40u8; (SIZE.0 * SIZE.1 * 4) as usize];
+    for listener in [&first, &second] {
+        listener
+            .listener()
+            .scanout(
+                SIZE.0,
+                SIZE.1,
+                SIZE.0 * 4,
+                PIXMAN_X8R8G8B8,
+                serde_bytes::Bytes::new(&pixels),
+            )
+            .unwrap();
+    }
+    for id in 0..2 {
+        fake.set_absolute_on(id, true).unwrap();
+        assert!(
+            sink.wait_for_log(
+                &format!("input: sending to console {id}"),
+                Duration::from_secs(30)
+            ),
+            "{}",
+            sink.log()
+        );
+    }
+    let next = |id: usize, what: &str| -> InputCall {
+        fake.next_input_on(id, Duration::from_secs(10))
+            .unwrap_or_else(|| {
+                panic!(
+                    "console {id}: no input call for {what}; sink:\n{}",
+                    sink.log()
+                )
+            })
+    };
+    let quiet = |id: usize, what: &str| {
+        let calls: Vec<InputCall> =
+            std::iter::from_fn(|| fake.next_input_on(id, Duration::from_secs(1))).collect();
+        assert!(calls.is_empty(), "console {id} {what}: {calls:?}");
+    };
+
+    // Into console 0's top-left corner (until its monitor has the picture
+    // placed: the first position comes then).
+    let mut placed = false;
+    for _ in 0..30 {
+        mouse
+            .frame(&[(EV_REL, REL_X, -100_000), (EV_REL, REL_Y, -100_000)])
+            .unwrap();
+        if let Some(call) = fake.next_input_on(0, Duration::from_secs(1)) {
+            assert_eq!(call, AbsPosition(0, 0), "the top-left corner");
+            placed = true;
+            break;
+        }
+    }
+    assert!(
+        placed,
+        "no position on console 0 within 30 s; sink:\n{}",
+        sink.log()
+    );
+    while fake.next_input_on(0, Duration::from_millis(500)).is_some() {}
+    keyboard.tap(KEY_A).unwrap();
+    assert_eq!(next(0, "A"), KeyPress(30));
+    assert_eq!(next(0, "A"), KeyRelease(30));
+    quiet(1, "while the pointer is on console 0's monitor");
+
+    // 700 px right from x 0: the last pixel of monitor 0, then 60 px into
+    // monitor 1, at the same height.
+    mouse
+        .frame(&[(EV_REL, REL_X, 700), (EV_REL, REL_Y, 100)])
+        .unwrap();
+    assert_eq!(next(0, "up to the edge"), AbsPosition(639, 100));
+    assert_eq!(next(1, "across the edge"), AbsPosition(60, 100));
+    keyboard.tap(KEY_A).unwrap();
+    assert_eq!(next(1, "A on console 1"), KeyPress(30));
+    assert_eq!(next(1, "A on console 1"), KeyRelease(30));
+    quiet(0, "once the pointer left its monitor");
+
+    // A drag back across the left edge: pressed on console 1, released
+    // there when the pointer leaves; console 0 gets the pointer only.
+    mouse.frame(&[(EV_KEY, BTN_LEFT, 1)]).unwrap();
+    assert_eq!(next(1, "the press"), ButtonPress(0));
+    mouse.frame(&[(EV_REL, REL_X, -100)]).unwrap();
+    assert_eq!(next(1, "up to the left edge"), AbsPosition(0, 100));
+    assert_eq!(next(1, "the release as it leaves"), ButtonRelease(0));
+    assert_eq!(next(0, "back on monitor 0"), AbsPosition(600, 100));
+    mouse.frame(&[(EV_KEY, BTN_LEFT, 0)]).unwrap();
+    keyboard.tap(KEY_A).unwrap();
+    assert_eq!(next(0, "A back on console 0"), KeyPress(30));
+    assert_eq!(next(0, "A back on console 0"), KeyRelease(30));
+    quiet(1, "after the drag");
+    let log = sink.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    drop((first, second));
+}
+
 /// A real QEMU with two consoles (std VGA running SeaBIOS, and a
 /// secondary VGA no one programs, which QEMU fills with its "not
 /// initialized" picture), reached bus-less (`--qmp`, p2p), on the two

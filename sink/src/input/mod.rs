@@ -10,6 +10,13 @@
 //! input. The pointer's position maps back through where the display shows
 //! the guest (`Shared::placement`).
 //!
+//! With several heads, each is a screen of its own console, the monitors
+//! side by side in head order (as the guest's desktop has them): the
+//! pointer crosses from one to the next at their edges, and the keys, the
+//! buttons and the touches go to the console whose monitor has the
+//! pointer. What is held down stays with the console it was pressed on
+//! (released there when the pointer leaves).
+//!
 //! Devices are grabbed (`EVIOCGRAB`) while the sink runs, so that keys
 //! reach the guest and not the VT underneath; Ctrl+Alt+G gives them back
 //! and takes them again.
@@ -32,7 +39,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use crate::frame::monotonic_now;
 use crate::latency::{InputLatency, StageFigures};
 use crate::seat::{Seat, SeatLease};
-use crate::state::Shared;
+use crate::state::{Placement, Shared};
 use evdev::{Capabilities, EVENT_SIZE};
 use guest::{Dbus, Guest, Nobody, Target};
 use translate::{Action, Device, Forwarder};
@@ -54,11 +61,16 @@ pub struct InputOptions {
     pub seat: Option<Seat>,
 }
 
+/// A screen's console and its head's state; `None` while its QEMU is away.
+type ScreenTarget = Option<(Target, Arc<Shared>)>;
+
 #[derive(Default)]
 struct Control {
     quit: bool,
-    /// The console to send to, and a count of changes.
-    target: Option<Target>,
+    /// Per screen (a head; left to right): the console its input goes to
+    /// and the head's state (where its monitor shows the guest), with a
+    /// count of that screen's changes.
+    screens: Vec<(u64, ScreenTarget)>,
     serial: u64,
 }
 
@@ -71,7 +83,7 @@ pub struct InputThread {
 }
 
 impl InputThread {
-    pub fn start(options: InputOptions, shared: Arc<Shared>) -> std::io::Result<InputThread> {
+    pub fn start(options: InputOptions) -> std::io::Result<InputThread> {
         let wake = Arc::new(EventFd::from_value_and_flags(
             0,
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
@@ -85,13 +97,7 @@ impl InputThread {
             }));
         }
         let latency = Arc::new(Mutex::new(InputLatency::default()));
-        let reader = Reader::new(
-            options,
-            shared,
-            control.clone(),
-            wake.clone(),
-            latency.clone(),
-        );
+        let reader = Reader::new(options, control.clone(), wake.clone(), latency.clone());
         let thread = std::thread::Builder::new()
             .name("input".into())
             .spawn(move || reader.run())?;
@@ -108,10 +114,20 @@ impl InputThread {
         let _ = self.wake.write(1);
     }
 
-    /// Input goes to `target`'s console from now on.
-    pub fn attach(&self, target: Target) {
+    /// Screen `screen`'s input goes to `target`'s console from now on;
+    /// `shared` is its head's state (where its monitor shows the guest).
+    pub fn attach(&self, screen: usize, target: Target, shared: Arc<Shared>) {
+        self.set_screen(screen, Some((target, shared)));
+    }
+
+    fn set_screen(&self, screen: usize, to: ScreenTarget) {
         self.steer(|c| {
-            c.target = Some(target);
+            if c.screens.len() <= screen {
+                c.screens.resize_with(screen + 1, Default::default);
+            }
+            let (changes, at) = &mut c.screens[screen];
+            *changes += 1;
+            *at = to;
             c.serial += 1;
         });
     }
@@ -124,12 +140,10 @@ impl InputThread {
             .figures()
     }
 
-    /// QEMU went away: input goes nowhere until the next attach.
-    pub fn detach(&self) {
-        self.steer(|c| {
-            c.target = None;
-            c.serial += 1;
-        });
+    /// Screen `screen`'s QEMU went away: its input goes nowhere until the
+    /// next attach.
+    pub fn detach(&self, screen: usize) {
+        self.set_screen(screen, None);
     }
 }
 
@@ -152,9 +166,33 @@ struct Open {
     device: Device,
 }
 
+/// A head's console and monitor, as input sees them.
+struct Screen {
+    console: u32,
+    shared: Arc<Shared>,
+    /// `None`: its console's keyboard and mouse could not be reached.
+    guest: Option<Dbus>,
+}
+
+/// Screen `focus`'s guest (or nobody) and where its monitor shows it.
+fn focused<'a>(
+    screens: &'a mut [Option<Screen>],
+    focus: usize,
+    nobody: &'a mut Nobody,
+) -> (&'a mut dyn Guest, Option<Placement>) {
+    match screens.get_mut(focus).and_then(Option::as_mut) {
+        Some(Screen {
+            shared,
+            guest: Some(guest),
+            ..
+        }) => (guest, shared.placement()),
+        Some(Screen { shared, .. }) => (nobody, shared.placement()),
+        None => (nobody, None),
+    }
+}
+
 struct Reader {
     options: InputOptions,
-    shared: Arc<Shared>,
     control: Arc<Mutex<Control>>,
     wake: Arc<EventFd>,
     inotify: Option<Inotify>,
@@ -164,7 +202,13 @@ struct Reader {
     /// Paths already warned about (could not open).
     warned: HashSet<PathBuf>,
     forwarder: Forwarder,
-    guest: Option<Dbus>,
+    /// By head, left to right, as the main thread last set them; which
+    /// change of each was taken.
+    screens: Vec<Option<Screen>>,
+    screen_changes: Vec<u64>,
+    /// The screen with the pointer (and the keys).
+    focus: usize,
+    nobody: Nobody,
     serial: u64,
     grabbed: bool,
     /// The seat's enable count the devices were opened at.
@@ -175,7 +219,6 @@ struct Reader {
 impl Reader {
     fn new(
         options: InputOptions,
-        shared: Arc<Shared>,
         control: Arc<Mutex<Control>>,
         wake: Arc<EventFd>,
         latency: Arc<Mutex<InputLatency>>,
@@ -197,7 +240,6 @@ impl Reader {
             .ok();
         Reader {
             options,
-            shared,
             control,
             wake,
             inotify,
@@ -205,7 +247,10 @@ impl Reader {
             ignored: HashSet::new(),
             warned: HashSet::new(),
             forwarder: Forwarder::default(),
-            guest: None,
+            screens: Vec::new(),
+            screen_changes: Vec::new(),
+            focus: 0,
+            nobody: Nobody,
             serial: 0,
             grabbed: true,
             seat_generation: 0,
@@ -296,28 +341,91 @@ impl Reader {
 
     /// Takes the main thread's news; true to stop.
     fn steered(&mut self) -> bool {
-        let (quit, serial, target) = {
+        let (quit, serial, screens) = {
             let c = self.control.lock().unwrap_or_else(|p| p.into_inner());
-            (c.quit, c.serial, c.target.clone())
+            let changed: Vec<(usize, ScreenTarget)> = if c.serial != self.serial {
+                c.screens
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (changes, _))| self.screen_changes.get(*i) != Some(changes))
+                    .map(|(i, (_, at))| (i, at.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            self.screen_changes = c.screens.iter().map(|(changes, _)| *changes).collect();
+            (c.quit, c.serial, changed)
         };
         if quit {
             return true;
         }
-        if serial != self.serial {
-            self.serial = serial;
-            self.release_everything();
-            self.guest = target.and_then(|t| match Dbus::new(&t) {
-                Ok(g) => {
-                    tracing::info!("input: sending to console {}", t.console);
-                    Some(g)
-                }
-                Err(err) => {
-                    tracing::warn!("input: cannot reach the console's keyboard and mouse: {err}");
-                    None
-                }
+        self.serial = serial;
+        for (i, at) in screens {
+            if i == self.focus {
+                // What the old console holds is released there.
+                self.release_everything();
+            }
+            if self.screens.len() <= i {
+                self.screens.resize_with(i + 1, || None);
+            }
+            // (Reached on its own connection; answering is never waited
+            // for, but the console's `MaxSlots` is read once here.)
+            self.screens[i] = at.map(|(target, shared)| Screen {
+                console: target.console,
+                shared,
+                guest: match Dbus::new(&target) {
+                    Ok(g) => {
+                        tracing::info!("input: sending to console {}", target.console);
+                        Some(g)
+                    }
+                    Err(err) => {
+                        tracing::warn!(
+                            "input: cannot reach console {}'s keyboard and mouse: {err}",
+                            target.console
+                        );
+                        None
+                    }
+                },
             });
         }
         false
+    }
+
+    /// The pointer went `spill` pixels past the left (negative) or right
+    /// edge of its monitor: onto the next monitor that way, if a head is
+    /// there and shows its guest; the keys follow it.
+    fn cross(&mut self, spill: i64) {
+        let next = if spill > 0 {
+            self.focus + 1
+        } else {
+            match self.focus.checked_sub(1) {
+                Some(previous) => previous,
+                None => return,
+            }
+        };
+        let Some((to, console)) = self
+            .screens
+            .get(next)
+            .and_then(Option::as_ref)
+            .and_then(|s| Some((s.shared.placement()?, s.console)))
+        else {
+            return;
+        };
+        let (_, from) = focused(&mut self.screens, self.focus, &mut self.nobody);
+        let from_height = from.map_or(to.mode.1, |p| p.mode.1);
+        let (_, y) = self.forwarder.pointer.at(from.map_or(to.mode, |p| p.mode));
+        self.release_everything();
+        self.focus = next;
+        // The same height up the monitor; the first pixel in from the edge.
+        let y = y * i64::from(to.mode.1) / i64::from(from_height.max(1));
+        let x = if spill > 0 {
+            spill - 1
+        } else {
+            i64::from(to.mode.0) + spill
+        };
+        let (guest, _) = focused(&mut self.screens, self.focus, &mut self.nobody);
+        self.forwarder.place_pointer(guest, to, (x, y));
+        tracing::debug!("input: the pointer is on console {console}'s monitor");
     }
 
     /// Reads what device `i` has; false when it is gone.
@@ -338,13 +446,9 @@ impl Reader {
                     return false;
                 }
             };
-            let placement = self.shared.placement();
             for chunk in buf[..n * EVENT_SIZE].chunks_exact(EVENT_SIZE) {
                 let event = evdev::Event::parse(chunk.try_into().expect("EVENT_SIZE bytes"));
-                let guest: &mut dyn Guest = match &mut self.guest {
-                    Some(g) => g,
-                    None => &mut Nobody,
-                };
+                let (guest, placement) = focused(&mut self.screens, self.focus, &mut self.nobody);
                 let calls_before = guest.calls();
                 let action =
                     self.forwarder
@@ -364,6 +468,10 @@ impl Reader {
                     Action::SwitchVt(vt) => self.switch_vt(vt),
                     Action::Resync => self.resync(i),
                 }
+                let spill = self.forwarder.pointer.take_spill();
+                if spill != 0 {
+                    self.cross(spill);
+                }
             }
         }
     }
@@ -378,19 +486,13 @@ impl Reader {
             tracing::debug!("input: reading {}'s keys: {err}", o.path.display());
             return;
         }
-        let guest: &mut dyn Guest = match &mut self.guest {
-            Some(g) => g,
-            None => &mut Nobody,
-        };
+        let (guest, _) = focused(&mut self.screens, self.focus, &mut self.nobody);
         self.forwarder.resync(&mut o.device, &down, guest);
     }
 
     fn close(&mut self, i: usize) {
         let mut gone = self.open.swap_remove(i);
-        let guest: &mut dyn Guest = match &mut self.guest {
-            Some(g) => g,
-            None => &mut Nobody,
-        };
+        let (guest, _) = focused(&mut self.screens, self.focus, &mut self.nobody);
         self.forwarder.forget(&mut gone.device, guest);
     }
 
@@ -433,10 +535,7 @@ impl Reader {
 
     /// Everything held down in the guest is released there.
     fn release_everything(&mut self) {
-        let guest: &mut dyn Guest = match &mut self.guest {
-            Some(g) => g,
-            None => &mut Nobody,
-        };
+        let (guest, _) = focused(&mut self.screens, self.focus, &mut self.nobody);
         for o in &mut self.open {
             self.forwarder.release_all(&mut o.device, guest);
         }

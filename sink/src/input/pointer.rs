@@ -33,15 +33,37 @@ pub fn monitor_to_guest(p: &Placement, mx: i64, my: i64) -> (u32, u32) {
 pub struct Pointer {
     /// Monitor pixel; `None` until the first placement (then the centre).
     at: Option<(i64, i64)>,
+    /// How far the last motion wanted to go past the left (negative) or
+    /// the right (positive) edge: where a monitor beside this one takes
+    /// the pointer over.
+    spill: i64,
 }
 
 impl Pointer {
     /// Moves by (`dx`, `dy`) monitor pixels within a `mode`-sized monitor.
     pub fn move_by(&mut self, mode: (u32, u32), dx: i64, dy: i64) -> (i64, i64) {
-        let (x, y) = self
-            .at
-            .unwrap_or((i64::from(mode.0 / 2), i64::from(mode.1 / 2)));
-        self.set(mode, x.saturating_add(dx), y.saturating_add(dy))
+        let (x, y) = self.at(mode);
+        let wanted = x.saturating_add(dx);
+        let last = i64::from(mode.0.max(1)) - 1;
+        self.spill = if wanted < 0 {
+            wanted
+        } else {
+            (wanted - last).max(0)
+        };
+        self.set(mode, wanted, y.saturating_add(dy))
+    }
+
+    /// Where it is on a `mode`-sized monitor (its centre before anything
+    /// placed it).
+    pub fn at(&self, mode: (u32, u32)) -> (i64, i64) {
+        self.at
+            .unwrap_or((i64::from(mode.0 / 2), i64::from(mode.1 / 2)))
+    }
+
+    /// How far the last motion went past the left (negative) or right
+    /// (positive) edge, taken once.
+    pub fn take_spill(&mut self) -> i64 {
+        std::mem::take(&mut self.spill)
     }
 
     /// Puts it at (`x`, `y`), kept on the monitor.
@@ -154,6 +176,24 @@ mod tests {
         assert_eq!(pointer.move_by((800, 600), -5000, 7), (0, 307));
         assert_eq!(pointer.move_by((800, 600), 10_000, 10_000), (799, 599));
         assert_eq!(pointer.set((800, 600), 12, -1), (12, 0));
+    }
+
+    /// Motion past a side edge says by how much (where the monitor beside
+    /// takes over), once; within the monitor, or up and down, it is 0.
+    #[test]
+    fn motion_past_a_side_edge_spills_over() {
+        let mut pointer = Pointer::default();
+        pointer.set((800, 600), 790, 300);
+        assert_eq!(pointer.move_by((800, 600), 9, 0), (799, 300));
+        assert_eq!(pointer.take_spill(), 0, "onto the last pixel");
+        assert_eq!(pointer.move_by((800, 600), 25, -1000), (799, 0));
+        assert_eq!(pointer.take_spill(), 25);
+        assert_eq!(pointer.take_spill(), 0, "taken once");
+        pointer.set((800, 600), 3, 300);
+        assert_eq!(pointer.move_by((800, 600), -10, 0), (0, 300));
+        assert_eq!(pointer.take_spill(), -7);
+        assert_eq!(pointer.move_by((800, 600), 0, 10_000), (0, 599));
+        assert_eq!(pointer.take_spill(), 0, "the bottom edge has no neighbour");
     }
 
     #[test]

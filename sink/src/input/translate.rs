@@ -391,6 +391,16 @@ impl Forwarder {
         }
     }
 
+    /// Puts the pointer at monitor pixel `at` of the monitor `placement`
+    /// is on (the pointer came over from a monitor beside it), and an
+    /// absolute guest's pointer there too.
+    pub fn place_pointer(&mut self, guest: &mut dyn Guest, placement: Placement, at: (i64, i64)) {
+        let at = self.pointer.set(placement.mode, at.0, at.1);
+        if self.forwarding && guest.is_absolute() {
+            self.send_position(guest, Some(placement), at);
+        }
+    }
+
     fn send_position(&self, guest: &mut dyn Guest, placement: Option<Placement>, at: (i64, i64)) {
         if let Some(p) = placement {
             let (x, y) = monitor_to_guest(&p, at.0, at.1);
