@@ -740,9 +740,6 @@ fn auto_heads(attach: &AttachArgs) -> anyhow::Result<Vec<HeadSpec>> {
     Ok(heads)
 }
 
-/// `display` with several heads: one thread per head (each with its
-/// console's `Shared`, its output thread and its attachment), so that one
-/// head's trouble never stalls another. A head that fails stops the others.
 /// The input thread of `display`: none with vdmabuf (no QEMU to send
 /// to) or `--no-input`. One for all the heads: each is a screen of it.
 fn start_input(args: &DisplayArgs, access: &CardAccess) -> anyhow::Result<Option<InputThread>> {
@@ -759,6 +756,9 @@ fn start_input(args: &DisplayArgs, access: &CardAccess) -> anyhow::Result<Option
     Ok(Some(InputThread::start(options).context("starting input")?))
 }
 
+/// `display` with several heads: one thread per head (each with its
+/// console's `Shared`, its output thread and its attachment), so that one
+/// head's trouble never stalls another. A head that fails stops the others.
 fn run_heads(
     heads: &[HeadSpec],
     args: &DisplayArgs,
