@@ -343,6 +343,10 @@ impl MouseServer {
 pub struct MultiTouchServer {
     pub calls: std::sync::mpsc::Sender<InputCall>,
     pub max_slots: i32,
+    /// `MaxSlots` is answered this late, the whole server stalled
+    /// meanwhile (as a hung QEMU's would be); zero for a QEMU that
+    /// behaves.
+    pub max_slots_after: std::time::Duration,
 }
 
 #[zbus::interface(name = "org.qemu.Display1.MultiTouch", spawn = false)]
@@ -362,6 +366,7 @@ impl MultiTouchServer {
 
     #[zbus(property)]
     fn max_slots(&self) -> i32 {
+        std::thread::sleep(self.max_slots_after);
         self.max_slots
     }
 }

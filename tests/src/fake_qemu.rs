@@ -95,6 +95,7 @@ impl FakeQemu {
                     MultiTouchServer {
                         calls: input_tx,
                         max_slots: 10,
+                        max_slots_after: Duration::ZERO,
                     },
                 )?;
             let (tx, listeners) = channel();
@@ -160,6 +161,17 @@ impl FakeQemu {
     /// and is signalled.
     pub fn set_absolute(&self, absolute: bool) -> anyhow::Result<()> {
         self.set_absolute_on(0, absolute)
+    }
+
+    /// From now on console 0 answers `MaxSlots` only after `delay`, and
+    /// the whole fake QEMU stands still meanwhile (a hung QEMU).
+    pub fn answer_max_slots_after(&self, delay: Duration) -> anyhow::Result<()> {
+        let touch = self
+            ._bus
+            .object_server()
+            .interface::<_, MultiTouchServer>(console_path(0))?;
+        touch.get_mut().max_slots_after = delay;
+        Ok(())
     }
 
     /// [`FakeQemu::set_absolute`] for console `id`.

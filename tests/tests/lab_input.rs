@@ -591,6 +591,83 @@ fn input_the_grab_keeps_keys_from_others_until_ctrl_alt_g() {
     s.sink.stop();
 }
 
+/// A QEMU that hangs just after the attach (it answers the console's
+/// `MaxSlots` only after 8 s, standing still meanwhile) does not take the
+/// keyboard with it: the devices are grabbed, so Ctrl+Alt+G must still
+/// give them back at once, while the sink is waiting for that answer
+/// (which it gives up on after its 5 s call timeout).
+#[test]
+#[ignore = "needs the lab"]
+fn input_a_hung_qemu_does_not_hold_the_grabbed_keyboard() {
+    use tests::fake_qemu::FakeQemu;
+    use tests::sink_run::Sink;
+    use tests::{private_bus, sink_command, TempDir};
+
+    require_lab();
+    let mut keyboard = VirtualDevice::create(&Spec::keyboard("qemu-sink test keyboard")).unwrap();
+    let dir = TempDir::new("input-hung");
+    let bus = private_bus(&dir);
+    let uuid = "00000000-0000-4000-8000-0000000000b7";
+    let fake = FakeQemu::on_bus(&bus.address, "inputhung", uuid, CONSOLE).unwrap();
+    fake.answer_max_slots_after(Duration::from_secs(8)).unwrap();
+    let card = find_node(NodeKind::Primary, "vkms").expect("the vkms card");
+    // Pinned to console 0 and not resized: no other call of the sink's
+    // waits on the standing QEMU.
+    let sink = Sink::spawn(sink_command(&[
+        "display",
+        "--bus",
+        &bus.address,
+        "--vm",
+        "inputhung",
+        "--console",
+        "0",
+        "--no-resize",
+        "--device",
+        card.to_str().unwrap(),
+        "--input-device",
+        keyboard.node.to_str().unwrap(),
+    ]));
+    let _listener = match fake.accept_listener(Duration::from_secs(60)) {
+        Ok(listener) => listener,
+        Err(err) => panic!("{err:#}; sink:\n{}", sink.abort()),
+    };
+    assert!(
+        sink.wait_for_log("attached to console 0", Duration::from_secs(30)),
+        "{}",
+        sink.log()
+    );
+    // The input side asks for `MaxSlots` at the attach: the QEMU stands
+    // still from then on.
+    std::thread::sleep(Duration::from_secs(1));
+    keyboard.frame(&[(EV_KEY, 29, 1)]).unwrap();
+    keyboard.frame(&[(EV_KEY, 56, 1)]).unwrap();
+    keyboard.frame(&[(EV_KEY, 34, 1)]).unwrap();
+    assert!(
+        sink.wait_for_log("input: given back", Duration::from_secs(15)),
+        "Ctrl+Alt+G never took: {}",
+        sink.log()
+    );
+    // The sink did meet the hang, and gave the keys back before it gave up
+    // waiting on QEMU.
+    assert!(
+        sink.wait_for_log("takes no touch", Duration::from_secs(15)),
+        "the hang was never met: {}",
+        sink.log()
+    );
+    let log = sink.log();
+    let given_back = log.find("input: given back").unwrap();
+    let gave_up = log.find("takes no touch").unwrap();
+    assert!(
+        given_back < gave_up,
+        "the keys were given back only after QEMU's answer was given up on:\n{log}"
+    );
+    for code in [34, 56, 29] {
+        keyboard.frame(&[(EV_KEY, code, 0)]).unwrap();
+    }
+    let log = sink.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 /// `--no-input`: no device is opened and the console gets no call.
 #[test]
 #[ignore = "needs the lab"]

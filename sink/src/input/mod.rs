@@ -170,8 +170,22 @@ struct Open {
 struct Screen {
     console: u32,
     shared: Arc<Shared>,
-    /// `None`: its console's keyboard and mouse could not be reached.
+    /// Which of the main thread's changes of this screen it is.
+    change: u64,
+    /// `None`: its console's keyboard and mouse are not reached yet (or
+    /// cannot be).
     guest: Option<Dbus>,
+}
+
+/// A console's proxies, made on a thread of their own: making them reads
+/// `IsAbsolute` and `MaxSlots` from QEMU, and a QEMU slow to answer must
+/// not keep the input thread from reading the devices it holds grabbed
+/// (Ctrl+Alt+G, Ctrl+Alt+Fn, the other heads).
+struct Made {
+    screen: usize,
+    change: u64,
+    console: u32,
+    guest: zbus::Result<Dbus>,
 }
 
 /// Screen `focus`'s guest (or nobody) and where its monitor shows it.
@@ -209,6 +223,8 @@ struct Reader {
     /// The screen with the pointer (and the keys).
     focus: usize,
     nobody: Nobody,
+    made_tx: std::sync::mpsc::Sender<Made>,
+    made: std::sync::mpsc::Receiver<Made>,
     serial: u64,
     grabbed: bool,
     /// The seat's enable count the devices were opened at.
@@ -238,6 +254,7 @@ impl Reader {
                 )
             })
             .ok();
+        let (made_tx, made) = std::sync::mpsc::channel();
         Reader {
             options,
             control,
@@ -251,6 +268,8 @@ impl Reader {
             screen_changes: Vec::new(),
             focus: 0,
             nobody: Nobody,
+            made_tx,
+            made,
             serial: 0,
             grabbed: true,
             seat_generation: 0,
@@ -299,6 +318,7 @@ impl Reader {
                 if self.steered() {
                     break;
                 }
+                self.take_made();
                 if let Some(seat) = &self.options.seat {
                     // Ours again: the devices revoked while away are
                     // opened afresh now, not at the next look.
@@ -343,12 +363,12 @@ impl Reader {
     fn steered(&mut self) -> bool {
         let (quit, serial, screens) = {
             let c = self.control.lock().unwrap_or_else(|p| p.into_inner());
-            let changed: Vec<(usize, ScreenTarget)> = if c.serial != self.serial {
+            let changed: Vec<(usize, u64, ScreenTarget)> = if c.serial != self.serial {
                 c.screens
                     .iter()
                     .enumerate()
                     .filter(|(i, (changes, _))| self.screen_changes.get(*i) != Some(changes))
-                    .map(|(i, (_, at))| (i, at.clone()))
+                    .map(|(i, (changes, at))| (i, *changes, at.clone()))
                     .collect()
             } else {
                 Vec::new()
@@ -360,7 +380,7 @@ impl Reader {
             return true;
         }
         self.serial = serial;
-        for (i, at) in screens {
+        for (i, change, at) in screens {
             if i == self.focus {
                 // What the old console holds is released there.
                 self.release_everything();
@@ -368,27 +388,64 @@ impl Reader {
             if self.screens.len() <= i {
                 self.screens.resize_with(i + 1, || None);
             }
-            // (Reached on its own connection; answering is never waited
-            // for, but the console's `MaxSlots` is read once here.)
-            self.screens[i] = at.map(|(target, shared)| Screen {
-                console: target.console,
-                shared,
-                guest: match Dbus::new(&target) {
-                    Ok(g) => {
-                        tracing::info!("input: sending to console {}", target.console);
-                        Some(g)
-                    }
-                    Err(err) => {
-                        tracing::warn!(
-                            "input: cannot reach console {}'s keyboard and mouse: {err}",
-                            target.console
-                        );
-                        None
-                    }
-                },
+            self.screens[i] = at.map(|(target, shared)| {
+                self.make_guest(i, change, target.clone());
+                Screen {
+                    console: target.console,
+                    shared,
+                    change,
+                    guest: None,
+                }
             });
         }
         false
+    }
+
+    /// Makes screen `screen`'s proxies on a thread of its own; the result
+    /// comes back through `made` (see [`Made`]).
+    fn make_guest(&self, screen: usize, change: u64, target: Target) {
+        let (tx, wake) = (self.made_tx.clone(), self.wake.clone());
+        let console = target.console;
+        let spawned = std::thread::Builder::new()
+            .name("input-console".into())
+            .spawn(move || {
+                let guest = Dbus::new(&target);
+                if tx
+                    .send(Made {
+                        screen,
+                        change,
+                        console,
+                        guest,
+                    })
+                    .is_ok()
+                {
+                    let _ = wake.write(1);
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::warn!("input: console {console}: no thread to reach it: {err}");
+        }
+    }
+
+    /// Takes the proxies made meanwhile, for the screens still as they
+    /// were when they were asked for.
+    fn take_made(&mut self) {
+        while let Ok(made) = self.made.try_recv() {
+            let screen = self.screens.get_mut(made.screen).and_then(Option::as_mut);
+            let Some(screen) = screen.filter(|s| s.change == made.change) else {
+                continue;
+            };
+            match made.guest {
+                Ok(guest) => {
+                    tracing::info!("input: sending to console {}", made.console);
+                    screen.guest = Some(guest);
+                }
+                Err(err) => tracing::warn!(
+                    "input: cannot reach console {}'s keyboard and mouse: {err}",
+                    made.console
+                ),
+            }
+        }
     }
 
     /// The pointer went `spill` pixels past the left (negative) or right
